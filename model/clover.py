@@ -1,0 +1,188 @@
+"""Clover: dual encoders for retrieval plus a light fusion encoder for re-ranking and QA.
+
+Retrieval uses only `encode_video` / `encode_text` (cosine in a shared D-dim space), so a library is encoded
+once, offline. Re-ranking and QA run the fusion encoder over *cached* video tokens, never the video backbone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from .config import CloverConfig
+from .fusion import FusionEncoder
+from .heads import ChoiceHead, ClsProjection, MLMHead, OpenQAHead, VideoProjection
+from .text_encoder import build_text_encoder, load_tokenizer, resolve_pretrained
+from .video_encoder import VideoSwinEncoder
+
+
+class Clover(nn.Module):
+    def __init__(
+        self,
+        config: CloverConfig,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        load_pretrained: bool = True,
+        answer_vocab: list[str] | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        self.video_encoder = VideoSwinEncoder(config.video, config.num_frames, config.image_size)
+        self.text_encoder = build_text_encoder(config.text, load_pretrained=load_pretrained)
+        bert_cfg = self.text_encoder.config
+        hidden = bert_cfg.hidden_size
+        self.fusion = FusionEncoder(bert_cfg, config.fusion.num_layers, self.video_encoder.out_dim,
+                                    self.video_encoder.token_grid)
+        if config.fusion.init_from_text:
+            self.fusion.init_from_text_layers(self.text_encoder.encoder.layer)
+
+        heads = config.heads
+        self.video_proj = VideoProjection(self.video_encoder.out_dim, heads.video_hidden, config.embed_dim)
+        self.text_proj = ClsProjection(hidden, config.embed_dim)
+        self.fused_proj = ClsProjection(hidden, config.embed_dim)
+        self.mlm_head = MLMHead(hidden, bert_cfg.vocab_size, eps=bert_cfg.layer_norm_eps)
+        self.match_head = nn.Linear(hidden, 2)
+        self.choice_head = ChoiceHead(hidden, heads.mc_hidden)
+        self.answer_vocab: list[str] = list(answer_vocab or [])
+        self.qa_head = OpenQAHead(hidden, heads.qa_hidden, heads.num_answers, heads.qa_dropout) if heads.num_answers else None
+        if len(self.answer_vocab) != heads.num_answers:
+            raise ValueError(f"answer vocabulary has {len(self.answer_vocab)} entries, config says {heads.num_answers}")
+
+        if tokenizer is None:
+            tokenizer = load_tokenizer(resolve_pretrained(config.text.pretrained) if load_pretrained else None)
+        self.tokenizer = tokenizer
+
+    # ---- shapes and device -------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def video_token_shape(self) -> tuple[int, int]:
+        """(K, C) of the cached video tokens."""
+        return self.video_encoder.num_tokens, self.video_encoder.out_dim
+
+    @property
+    def mask_grid(self) -> tuple[int, int]:
+        """(Hp, Wp): the spatial patch grid that video block masking acts on."""
+        return self.video_encoder.patch_grid[1:]
+
+    # ---- uni-modal encoders (retrieval) ------------------------------------------------------------------
+
+    def encode_video(self, frames: torch.Tensor, video_mask: torch.Tensor | None = None, return_tokens: bool = False):
+        """frames [B, T, 3, H, W] normalised -> unit embedding [B, D] (and tokens [B, K, C])."""
+        tokens = self.video_encoder(frames, video_mask)
+        embedding = F.normalize(self.video_proj(tokens), dim=-1)
+        return (embedding, tokens) if return_tokens else embedding
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_hidden: bool = False):
+        """input_ids, attention_mask [B, L] -> unit embedding [B, D] (and hidden states [B, L, H])."""
+        hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        embedding = F.normalize(self.text_proj(hidden[:, 0]), dim=-1)
+        return (embedding, hidden) if return_hidden else embedding
+
+    def tokenize(self, texts: list[str] | str, max_length: int | None = None, pair: list[str] | None = None) -> dict:
+        """Padded token ids and mask on the model's device (pairs are truncated in their first text only)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        batch = self.tokenizer(
+            texts,
+            pair,
+            padding=True,
+            truncation="only_first" if pair is not None else True,
+            max_length=max_length or self.config.text.max_length,
+            return_tensors="pt",
+        )
+        return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
+
+    # ---- fusion ------------------------------------------------------------------------------------------
+
+    def fuse(self, video_tokens: torch.Tensor, text_hidden: torch.Tensor, text_mask: torch.Tensor):
+        """-> (fused [B, K+L, H], cls [B, H])."""
+        return self.fusion(video_tokens, text_hidden, text_mask)
+
+    def fused_embedding(self, cls: torch.Tensor) -> torch.Tensor:
+        """Fused [CLS] -> unit vector in the retrieval space (the third modality of tri-modal alignment)."""
+        return F.normalize(self.fused_proj(cls), dim=-1)
+
+    def mlm_logits(self, fused_text: torch.Tensor) -> torch.Tensor:
+        """Fused text positions [B, L, H] -> vocabulary logits [B, L, V] (decoder tied to word embeddings)."""
+        return self.mlm_head(fused_text, self.text_encoder.embeddings.word_embeddings.weight)
+
+    def match_logits(self, cls: torch.Tensor) -> torch.Tensor:
+        """Fused [CLS] -> [B, 2] (no match, match) for video-text matching."""
+        return self.match_head(cls)
+
+    def _fuse_texts(self, video_tokens: torch.Tensor, texts: dict) -> torch.Tensor:
+        video_tokens = video_tokens.to(self.device, dtype=next(self.fusion.parameters()).dtype)
+        _, hidden = self.encode_text(texts["input_ids"], texts["attention_mask"], return_hidden=True)
+        return self.fuse(video_tokens, hidden, texts["attention_mask"])[1]
+
+    # ---- inference from cached video tokens (re-ranking and QA) -----------------------------------------
+
+    @torch.no_grad()
+    def match_score(self, video_tokens: torch.Tensor, texts: list[str] | str) -> torch.Tensor:
+        """Log-odds that each (video, text) pair matches -> [N]; one text is compared with every video."""
+        video_tokens = torch.as_tensor(video_tokens)
+        n = video_tokens.shape[0]
+        texts = [texts] * n if isinstance(texts, str) else list(texts)
+        if len(texts) != n:
+            raise ValueError(f"{n} videos but {len(texts)} texts")
+        logits = self.match_logits(self._fuse_texts(video_tokens, self.tokenize(texts)))
+        return (logits[:, 1] - logits[:, 0]).float()
+
+    def open_qa_logits(self, video_tokens: torch.Tensor, texts: dict) -> torch.Tensor:
+        if self.qa_head is None:
+            raise RuntimeError("this checkpoint has no open-ended QA head (fine-tune with `clover finetune --task open-qa`)")
+        return self.qa_head(self._fuse_texts(video_tokens, texts))
+
+    @torch.no_grad()
+    def answer_open(self, video_tokens: torch.Tensor, questions: list[str]) -> torch.Tensor:
+        """-> logits [B, num_answers] over `answer_vocab`."""
+        return self.open_qa_logits(torch.as_tensor(video_tokens), self.tokenize(questions)).float()
+
+    def choice_texts(self, questions: list[str], candidates: list[list[str]]) -> dict:
+        """Each candidate as the pair ("Q Options: a, b, ...", "a_i"), flattened to [B*C]; C must be constant."""
+        num_choices = len(candidates[0])
+        if any(len(c) != num_choices for c in candidates):
+            raise ValueError("every question needs the same number of candidates")
+        firsts, seconds = [], []
+        for question, options in zip(questions, candidates, strict=True):
+            prompt = f"{question} Options: {', '.join(options)}. Answer:"
+            firsts += [prompt] * num_choices
+            seconds += list(options)
+        return self.tokenize(firsts, max_length=3 * self.config.text.max_length, pair=seconds)
+
+    def choice_logits(self, video_tokens: torch.Tensor, texts: dict, num_choices: int) -> torch.Tensor:
+        video_tokens = video_tokens.repeat_interleave(num_choices, dim=0)  # (B*C, K, C)
+        return self.choice_head(self._fuse_texts(video_tokens, texts)).view(-1, num_choices)
+
+    @torch.no_grad()
+    def answer_choice(self, video_tokens: torch.Tensor, questions: list[str], candidates: list[list[str]]) -> torch.Tensor:
+        """-> scores [B, C], one per candidate (softmax over C gives the choice distribution)."""
+        texts = self.choice_texts(questions, candidates)
+        return self.choice_logits(torch.as_tensor(video_tokens), texts, len(candidates[0])).float()
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path, **extra_json) -> Path:
+        from .checkpoint import save_checkpoint
+
+        return save_checkpoint(self, directory, **extra_json)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> Clover:
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(directory, map_location=map_location)
+
+    def set_answer_vocab(self, answers: list[str]) -> None:
+        """Attach (or replace) the open-ended QA head for a new answer vocabulary."""
+        heads = self.config.heads
+        heads.num_answers = len(answers)
+        self.answer_vocab = list(answers)
+        hidden = self.text_encoder.config.hidden_size
+        self.qa_head = OpenQAHead(hidden, heads.qa_hidden, heads.num_answers, heads.qa_dropout).to(self.device)

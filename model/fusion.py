@@ -1,0 +1,69 @@
+"""The light fusion encoder: single-stream self-attention over [video tokens ; text tokens].
+
+Video tokens are projected to the text width and given learned spatial and temporal position embeddings and a
+token-type embedding, then LayerNorm, as in the released code. The transformer layers are BERT layers, started
+as copies of the text encoder's first layers so fusion begins from language knowledge instead of noise.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from transformers import BertConfig
+from transformers.models.bert.modeling_bert import BertLayer
+
+VIDEO_TOKEN_TYPE = 1  # text tokens keep BERT's type 0
+
+
+class FusionEncoder(nn.Module):
+    def __init__(self, bert_cfg: BertConfig, num_layers: int, video_dim: int, token_grid: tuple[int, int, int]):
+        super().__init__()
+        hidden = bert_cfg.hidden_size
+        grid_t, grid_h, grid_w = token_grid
+        self.token_grid = token_grid
+        self.video_proj = nn.Linear(video_dim, hidden)
+        self.spatial_pos = nn.Embedding(grid_h * grid_w, hidden)
+        self.temporal_pos = nn.Embedding(grid_t, hidden)
+        self.token_type = nn.Embedding(2, hidden)
+        self.norm = nn.LayerNorm(hidden, eps=bert_cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(bert_cfg.hidden_dropout_prob)
+        cfg = copy.deepcopy(bert_cfg)
+        cfg.num_hidden_layers = num_layers
+        self.layers = nn.ModuleList(BertLayer(cfg, layer_idx=i) for i in range(num_layers))
+        for emb in (self.spatial_pos, self.temporal_pos, self.token_type):
+            nn.init.normal_(emb.weight, std=0.02)
+
+    def init_from_text_layers(self, text_layers: nn.ModuleList) -> None:
+        """Copy the text encoder's first layers (the paper initialises fusion from BERT-base's first 3)."""
+        if len(text_layers) < len(self.layers):
+            raise ValueError(f"fusion has {len(self.layers)} layers, text encoder only {len(text_layers)}")
+        for fusion_layer, text_layer in zip(self.layers, text_layers, strict=False):
+            fusion_layer.load_state_dict(text_layer.state_dict())
+
+    def embed_video(self, video_tokens: torch.Tensor) -> torch.Tensor:
+        """[B, K, C] backbone tokens in (t, h, w) order -> [B, K, H] fusion inputs."""
+        grid_t, grid_h, grid_w = self.token_grid
+        device = video_tokens.device
+        spatial = torch.arange(grid_h * grid_w, device=device).repeat(grid_t)  # (K,)
+        temporal = torch.arange(grid_t, device=device).repeat_interleave(grid_h * grid_w)  # (K,)
+        x = self.video_proj(video_tokens)
+        x = x + self.spatial_pos(spatial) + self.temporal_pos(temporal)
+        x = x + self.token_type.weight[VIDEO_TOKEN_TYPE]
+        return self.dropout(self.norm(x))
+
+    def forward(
+        self, video_tokens: torch.Tensor, text_hidden: torch.Tensor, text_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (fused [B, K+L, H], cls [B, H]) where cls is the output at the text [CLS] position."""
+        video = self.embed_video(video_tokens.to(text_hidden.dtype))  # (B, K, H)
+        num_video = video.shape[1]
+        hidden = torch.cat([video, text_hidden], dim=1)  # (B, K+L, H)
+        keep = torch.cat([text_mask.new_ones(text_mask.shape[0], num_video), text_mask], dim=1)
+        # Additive mask, broadcast over heads and queries: padding text tokens are never attended to.
+        additive = (1.0 - keep[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        for layer in self.layers:
+            out = layer(hidden, attention_mask=additive)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden, hidden[:, num_video]

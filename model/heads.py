@@ -1,0 +1,67 @@
+"""Projection and task heads of Clover (widths from the released code; see METHOD.md)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class VideoProjection(nn.Module):
+    """Mean-pooled video tokens -> D: Linear -> LN -> GELU -> Linear -> LN (code: 1024 -> 1536 -> 768)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, out_dim), nn.LayerNorm(out_dim)
+        )
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, K, C) -> (B, D)
+        return self.mlp(tokens.mean(dim=1))
+
+
+class ClsProjection(nn.Module):
+    """A [CLS] state -> D: Linear -> GELU -> Linear (text head of the code; also used for the fused [CLS])."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim))
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.mlp(cls)
+
+
+class MLMHead(nn.Module):
+    """BERT's MLM head; the decoder is the word-embedding matrix itself (tied), plus a free bias."""
+
+    def __init__(self, hidden: int, vocab_size: int, eps: float = 1e-12):
+        super().__init__()
+        self.transform = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden, eps=eps))
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.transform(hidden), word_embeddings, self.bias)  # (..., V)
+
+
+class OpenQAHead(nn.Module):
+    """Fused [CLS] -> answer-vocabulary logits: Dropout -> Linear -> LN -> GELU -> Linear (code: 768->384->N)."""
+
+    def __init__(self, hidden: int, width: int, num_answers: int, dropout: float):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(hidden, width), nn.LayerNorm(width), nn.GELU(), nn.Linear(width, num_answers)
+        )
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.mlp(cls)
+
+
+class ChoiceHead(nn.Module):
+    """Fused [CLS] of "question + options + candidate" -> one score (code: 768 -> 256 -> LN -> GELU -> 1)."""
+
+    def __init__(self, hidden: int, width: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(hidden, width), nn.LayerNorm(width), nn.GELU(), nn.Linear(width, 1))
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.mlp(cls).squeeze(-1)

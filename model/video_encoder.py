@@ -1,0 +1,62 @@
+"""Video Swin backbone that returns the token grid, with Clover's block masking.
+
+Built on torchvision's `SwinTransformer3d` (its classification head is dropped). Masking happens right after the
+patch embedding: masked cells of the spatial patch grid are replaced by a learnable mask token in *every* time
+step, because an object persists across frames and per-frame masking would leak it from the neighbours.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models.video.swin_transformer import SwinTransformer3d
+
+from .config import VideoConfig
+
+
+class VideoSwinEncoder(nn.Module):
+    def __init__(self, cfg: VideoConfig, num_frames: int, image_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.swin = SwinTransformer3d(
+            patch_size=list(cfg.patch_size),
+            embed_dim=cfg.embed_dim,
+            depths=list(cfg.depths),
+            num_heads=list(cfg.num_heads),
+            window_size=list(cfg.window_size),
+            mlp_ratio=cfg.mlp_ratio,
+            dropout=cfg.dropout,
+            attention_dropout=cfg.attention_dropout,
+            stochastic_depth_prob=cfg.drop_path,
+            num_classes=1,
+        )
+        # Retrieval needs tokens, not Kinetics logits: drop the head and its pooling.
+        del self.swin.head, self.swin.avgpool
+        self.mask_token = nn.Parameter(torch.zeros(cfg.embed_dim))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+        pt, ph, pw = cfg.patch_size
+        merges = len(cfg.depths) - 1
+        self.patch_grid = (-(-num_frames // pt), -(-image_size // ph), -(-image_size // pw))  # ceil: swin pads
+        grid_t, grid_h, grid_w = self.patch_grid
+        self.token_grid = (grid_t, -(-grid_h // 2**merges), -(-grid_w // 2**merges))
+        self.out_dim = cfg.embed_dim * 2**merges
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.token_grid
+        return t * h * w
+
+    def forward(self, frames: torch.Tensor, video_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """frames [B, T, 3, H, W] -> tokens [B, K, C] in (t, h, w) order; video_mask [B, Hp, Wp] bool."""
+        x = frames.permute(0, 2, 1, 3, 4)  # (B, 3, T, H, W), torchvision's layout
+        x = self.swin.patch_embed(x)  # (B, Tp, Hp, Wp, C0)
+        if video_mask is not None:
+            if video_mask.shape[1:] != x.shape[2:4]:
+                raise ValueError(f"video_mask grid {tuple(video_mask.shape[1:])} != patch grid {tuple(x.shape[2:4])}")
+            keep = (~video_mask).to(x.dtype)[:, None, :, :, None]  # (B, 1, Hp, Wp, 1), shared over time
+            x = x * keep + self.mask_token.to(x.dtype) * (1 - keep)
+        x = self.swin.pos_drop(x)
+        x = self.swin.features(x)  # (B, T', H', W', C)
+        x = self.swin.norm(x)
+        return x.flatten(1, 3)  # (B, K, C)

@@ -1,0 +1,142 @@
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from model import CheckpointError, Clover, create_model, get_model_config, list_models
+from tests.model.helpers import tiny_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return tiny_model().eval()
+
+
+def frames(model, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.config
+    return torch.randn(batch, cfg.num_frames, 3, cfg.image_size, cfg.image_size, generator=g)
+
+
+def test_presets_listed_and_buildable():
+    assert {"clover-tiny", "clover-base"} <= set(list_models())
+    base = get_model_config("clover-base")
+    assert (base.num_frames, base.image_size, base.embed_dim) == (8, 224, 768)
+    assert base.video.depths == (2, 2, 18, 2) and base.text.num_layers == 12
+    with pytest.raises(ValueError, match="unknown model"):
+        get_model_config("clover-huge")
+    with pytest.raises(ValueError, match="unknown"):
+        create_model("clover-tiny", video={"depth": [1]})
+
+
+def test_documented_shapes_and_unit_norm(model):
+    x = frames(model)
+    emb, tokens = model.encode_video(x, return_tokens=True)
+    k, c = model.video_token_shape
+    assert emb.shape == (2, model.config.embed_dim) and tokens.shape == (2, k, c)
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
+    text = model.tokenize(["a small red circle moves left", "a large cross stays still"])
+    temb, hidden = model.encode_text(**text, return_hidden=True)
+    assert temb.shape == (2, model.config.embed_dim)
+    assert hidden.shape == (2, text["input_ids"].shape[1], model.text_encoder.config.hidden_size)
+    assert torch.allclose(temb.norm(dim=-1), torch.ones(2), atol=1e-5)
+    fused, cls = model.fuse(tokens, hidden, text["attention_mask"])
+    assert fused.shape == (2, k + hidden.shape[1], hidden.shape[2])
+    assert torch.equal(cls, fused[:, k])
+    assert model.mlm_logits(fused[:, k:]).shape == (2, hidden.shape[1], model.tokenizer.vocab_size)
+    assert model.match_score(tokens, "a red circle").shape == (2,)
+    scores = model.answer_choice(tokens, ["what does it do?"] * 2, [["moves left", "grows", "shrinks"]] * 2)
+    assert scores.shape == (2, 3)
+
+
+def test_eval_mode_is_deterministic(model):
+    x = frames(model)
+    assert torch.equal(model.encode_video(x), model.encode_video(x))
+    text = model.tokenize(["a white square grows"])
+    assert torch.equal(model.encode_text(**text), model.encode_text(**text))
+
+
+def test_padding_does_not_change_text_or_fusion(model):
+    short = model.tokenize(["a red circle"])
+    padded = model.tokenize(["a red circle", "a large purple triangle moves up and then shrinks"])
+    assert torch.allclose(model.encode_text(**short)[0], model.encode_text(**padded)[0], atol=1e-5)
+    tokens = model.encode_video(frames(model, batch=1), return_tokens=True)[1]
+    one = model.match_score(tokens, ["a red circle"])
+    two = model.match_score(tokens.repeat(2, 1, 1), ["a red circle", "a large purple triangle moves up and then shrinks"])
+    assert torch.allclose(one, two[:1], atol=1e-5)
+
+
+def test_mask_token_replaces_exactly_the_masked_cells_in_every_frame(model):
+    captured = {}
+    handle = model.video_encoder.swin.pos_drop.register_forward_hook(lambda m, i, o: captured.update(x=i[0].clone()))
+    x = frames(model, batch=1)
+    hp, wp = model.mask_grid
+    mask = torch.zeros(1, hp, wp, dtype=torch.bool)
+    mask[0, 0, 1] = mask[0, 2, 3] = True
+    model.encode_video(x)
+    clean = captured["x"]
+    model.encode_video(x, video_mask=mask)
+    masked = captured["x"]
+    handle.remove()
+    assert masked.shape[1] == model.video_encoder.patch_grid[0] > 1  # several time steps
+    token = model.video_encoder.mask_token
+    for t in range(masked.shape[1]):
+        for h in range(hp):
+            for w in range(wp):
+                if mask[0, h, w]:
+                    assert torch.equal(masked[0, t, h, w], token.detach())
+                else:
+                    assert torch.equal(masked[0, t, h, w], clean[0, t, h, w])
+
+
+def test_fusion_layers_start_as_the_text_encoders_first_three():
+    m = tiny_model()
+    assert len(m.fusion.layers) == 3
+    for fusion_layer, text_layer in zip(m.fusion.layers, m.text_encoder.encoder.layer[:3], strict=True):
+        fs, ts = fusion_layer.state_dict(), text_layer.state_dict()
+        assert fs.keys() == ts.keys()
+        assert all(torch.equal(fs[k], ts[k]) for k in fs)
+    # a copy, not shared: training fusion must not move the text tower
+    assert m.fusion.layers[0].attention.self.query.weight.data_ptr() != m.text_encoder.encoder.layer[0].attention.self.query.weight.data_ptr()
+
+
+def test_save_load_round_trip_is_bit_identical(model, tmp_path):
+    model.set_answer_vocab(["red", "green", "blue"])
+    model.eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = Clover.from_pretrained(tmp_path / "ckpt")
+    x = frames(model)
+    e1, t1 = model.encode_video(x, return_tokens=True)
+    e2, t2 = loaded.encode_video(x, return_tokens=True)
+    assert torch.equal(e1, e2) and torch.equal(t1, t2)
+    q = ["what color is the circle?"]
+    assert torch.equal(model.answer_open(t1[:1], q), loaded.answer_open(t2[:1], q))
+    assert loaded.answer_vocab == ["red", "green", "blue"]
+    assert loaded.tokenizer.vocab_size == model.tokenizer.vocab_size > 30000
+
+
+def test_missing_tensor_is_named(model, tmp_path):
+    model.save_pretrained(tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    state = load_file(str(weights))
+    del state["fusion.video_proj.weight"]
+    save_file(state, str(weights))
+    with pytest.raises(CheckpointError, match="fusion.video_proj.weight"):
+        Clover.from_pretrained(tmp_path / "ckpt")
+
+
+def test_wrong_shape_is_named(model, tmp_path):
+    model.save_pretrained(tmp_path / "ckpt")
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    state = load_file(str(weights))
+    state["video_proj.mlp.0.bias"] = torch.zeros(7)
+    save_file(state, str(weights))
+    with pytest.raises(CheckpointError, match=r"video_proj.mlp.0.bias.*\(7,\)"):
+        Clover.from_pretrained(tmp_path / "ckpt")
+
+
+def test_open_qa_without_head_is_a_clear_error(model):
+    fresh = tiny_model().eval()
+    tokens = torch.zeros(1, *fresh.video_token_shape)
+    with pytest.raises(RuntimeError, match="no open-ended QA head"):
+        fresh.answer_open(tokens, ["what color?"])
