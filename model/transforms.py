@@ -112,7 +112,9 @@ class VideoTransform:
         scale = target / min(height, width)
         new_h, new_w = max(target, round(height * scale)), max(target, round(width * scale))
         if (new_h, new_w) != (height, width):
-            video = F.interpolate(video, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+            video = F.interpolate(
+                video, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+            )
         size = self.image_size
         if self.train:
             top = int(torch.randint(0, new_h - size + 1, ()))

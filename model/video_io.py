@@ -169,8 +169,12 @@ def _probe_header(path: str) -> _ContainerHeader:
         else:
             duration = 0.0
         return _ContainerHeader(
-            codec=context.name, width=width, height=height, fps=fps,
-            header_frames=int(stream.frames or 0), duration=duration,
+            codec=context.name,
+            width=width,
+            height=height,
+            fps=fps,
+            header_frames=int(stream.frames or 0),
+            duration=duration,
         )
 
 
@@ -350,4 +354,3 @@ def _read_with_pyav(path: str, wanted: np.ndarray, width: int, height: int) -> n
     available = np.array(sorted(decoded))
     nearest = available[np.clip(np.searchsorted(available, wanted, side="right") - 1, 0, None)]
     return np.stack([decoded[int(i)] for i in nearest])
-

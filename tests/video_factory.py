@@ -50,7 +50,9 @@ def write_video(
         for index in range(num_frames):
             image = make_frame(index, width, height)
             if rng is not None:
-                image = np.clip(image.astype(np.int16) + rng.integers(-40, 40, image.shape), 0, 255).astype(np.uint8)
+                image = np.clip(image.astype(np.int16) + rng.integers(-40, 40, image.shape), 0, 255).astype(
+                    np.uint8
+                )
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():

@@ -121,3 +121,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+class Unprocessable(ServiceError):
+    """A well-formed request whose values are out of the configured bounds (same status as validation errors)."""
+
+    status_code = 422

@@ -15,3 +15,11 @@ TINY_OVERRIDES = dict(
 def tiny_model(**extra):
     overrides = {**TINY_OVERRIDES, **extra}
     return create_model("clover-tiny", **overrides)
+
+
+def deterministic_tiny_model():
+    """No dropout or stochastic depth: two runs of a training step give identical numbers."""
+    return tiny_model(
+        text={**TINY_OVERRIDES["text"], "dropout": 0.0},
+        video={**TINY_OVERRIDES["video"], "drop_path": 0.0},
+    )

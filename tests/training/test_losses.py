@@ -185,7 +185,9 @@ def test_focal_mlm_matches_reference(gamma):
     labels = torch.randint(0, 11, (3, 5))
     labels[torch.rand(3, 5) < 0.5] = -100
     labels[0, 0] = 4  # at least one predicted token
-    assert focal_mlm(logits, labels, gamma).item() == pytest.approx(ref_focal(logits, labels, gamma), abs=ATOL)
+    assert focal_mlm(logits, labels, gamma).item() == pytest.approx(
+        ref_focal(logits, labels, gamma), abs=ATOL
+    )
 
 
 def test_focal_mlm_with_gamma_zero_is_cross_entropy():

@@ -1,0 +1,212 @@
+"""Text-to-video search, fusion re-ranking and video-to-video similarity.
+
+A query is encoded once (through the micro-batcher), FAISS returns the nearest *segments*, and segments are
+grouped per video keeping each video's best-scoring segment as its "moment". Pages are cut from the grouped
+list. With re-ranking, the best segments of the top `rerank_k` videos are re-scored by the fusion encoder from
+their cached tokens (`model.match_score`) and those videos are ordered by that score; videos below `rerank_k`
+keep their embedding order after them, so paging stays consistent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from service.core.errors import Conflict
+from service.engine import inference
+from service.engine.lookup import require_video
+
+if TYPE_CHECKING:
+    from service.engine.engine import Engine
+
+RERANK_CHUNK = 32  # token grids per match_score call: bounds peak memory whatever rerank_k is
+
+
+@dataclass
+class SearchFilters:
+    """Conditions on the video a hit belongs to; all given conditions must hold."""
+
+    video_ids: list[str] | None = None
+    path_prefix: str | None = None
+    title_contains: str | None = None
+    min_duration: float | None = None
+    max_duration: float | None = None
+    metadata: dict[str, Any] | None = None  # exact match on the catalog's per-video metadata
+
+    def matches(self, video: Any) -> bool:
+        if video is None:
+            return False
+        if self.video_ids is not None and str(video.video_id) not in {str(v) for v in self.video_ids}:
+            return False
+        if self.path_prefix is not None and not str(video.path).startswith(self.path_prefix):
+            return False
+        if self.title_contains is not None and self.title_contains.lower() not in str(video.title or "").lower():
+            return False
+        duration = video.duration
+        if self.min_duration is not None and (duration is None or duration < self.min_duration):
+            return False
+        if self.max_duration is not None and (duration is None or duration > self.max_duration):
+            return False
+        if self.metadata:
+            meta = video.metadata or {}
+            if any(meta.get(key) != value for key, value in self.metadata.items()):
+                return False
+        return True
+
+
+@dataclass
+class SearchParams:
+    query: str
+    k: int = 10
+    offset: int = 0
+    rerank: bool = False
+    rerank_k: int = 20
+    filters: SearchFilters | None = None
+
+
+@dataclass
+class Hit:
+    video: Any  # VideoRecord
+    segment: Any  # SegmentRecord: the video's best moment
+    score: float  # cosine similarity of query and segment embeddings
+    rerank_score: float | None = None  # fusion-encoder match log-odds, when re-ranked
+
+
+@dataclass
+class SearchOutcome:
+    hits: list[Hit]
+    has_more: bool
+    reranked: int = 0  # how many videos were re-scored
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class SearchEngine:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def search(self, params: SearchParams) -> SearchOutcome:
+        t0 = time.perf_counter()
+        query_vec = await self.engine.batcher.encode(params.query)  # (D,)
+        t1 = time.perf_counter()
+        outcome = await self.engine.run(self._search_sync, query_vec, params)
+        outcome.timings_ms["encode"] = round((t1 - t0) * 1000, 2)
+        return outcome
+
+    async def similar(self, raw_video_id: str, k: int, offset: int = 0) -> tuple[Any, SearchOutcome]:
+        return await self.engine.run(self._similar_sync, raw_video_id, k, offset)
+
+    # ---- executor side -----------------------------------------------------------------------------------
+
+    def _search_sync(self, query_vec: np.ndarray, params: SearchParams) -> SearchOutcome:
+        engine = self.engine
+        want = params.offset + params.k + 1  # one extra video tells whether another page exists
+        pool = max(want, params.rerank_k if params.rerank else 0)
+        timings: dict[str, float] = {}
+        with engine.readers.lease() as reader:
+            t0 = time.perf_counter()
+            keep = params.filters.matches if params.filters else None
+            groups = self._collect(reader, query_vec, pool, keep=keep)
+            t1 = time.perf_counter()
+            timings["faiss_ms"] = round((t1 - t0) * 1000, 2)
+            hits = [Hit(video, segment, score) for video, segment, score in groups]
+            reranked = 0
+            if params.rerank and hits:
+                top = hits[: params.rerank_k]
+                scores = self._rerank_scores(reader, [h.segment.segment_id for h in top], params.query)
+                for hit, value in zip(top, scores, strict=True):
+                    hit.rerank_score = float(value)
+                # stable sort: equal rerank scores keep their embedding order
+                hits = sorted(top, key=lambda h: -(h.rerank_score or 0.0)) + hits[len(top):]
+                reranked = len(top)
+                timings["rerank_ms"] = round((time.perf_counter() - t1) * 1000, 2)
+        page = hits[params.offset: params.offset + params.k]
+        return SearchOutcome(page, has_more=len(hits) > params.offset + params.k, reranked=reranked,
+                             timings_ms=timings)
+
+    def _rerank_scores(self, reader: Any, segment_ids: list[int], query: str) -> np.ndarray:
+        model = self.engine.require_model()
+        out = []
+        with self.engine.timed("rerank"):
+            for start in range(0, len(segment_ids), RERANK_CHUNK):
+                tokens = reader.video_tokens(segment_ids[start: start + RERANK_CHUNK])  # (N, K, C) fp16
+                out.append(inference.match_scores(model, tokens, query))
+        return np.concatenate(out)
+
+    def _similar_sync(self, raw_video_id: str, k: int, offset: int) -> tuple[Any, SearchOutcome]:
+        with self.engine.readers.lease() as reader:
+            video = require_video(reader, raw_video_id)
+            segments = reader.segments_of_video(video.video_id)
+            if not segments:
+                raise Conflict(f"video {video.video_id} has no indexed segments (status: {video.status})")
+            embeddings = reader.segment_embeddings([s.segment_id for s in segments])  # (S, D)
+            centre = np.asarray(embeddings, dtype=np.float32).mean(axis=0)
+            norm = float(np.linalg.norm(centre))
+            if norm > 0:
+                centre /= norm
+            want = offset + k + 1
+            groups = self._collect(reader, centre, want, exclude=video.video_id, extra=len(segments))
+        hits = [Hit(v, s, score) for v, s, score in groups]
+        page = hits[offset: offset + k]
+        return video, SearchOutcome(page, has_more=len(hits) > offset + k)
+
+    def _collect(
+        self,
+        reader: Any,
+        query_vec: np.ndarray,
+        want: int,
+        *,
+        keep: Callable[[Any], bool] | None = None,
+        exclude: Any = None,
+        extra: int = 0,
+    ) -> list[tuple[Any, Any, float]]:
+        """The best `want` videos as (video, best segment, score), best first.
+
+        FAISS ranks segments, not videos, so a video with many close segments can fill the top-n alone: the
+        search widens (x4) until `want` distinct videos pass the filters or the whole index (capped by
+        `max_search_candidates`) has been looked at.
+        """
+        total = int(reader.num_vectors)
+        limit = min(total, self.engine.settings.max_search_candidates)
+        if limit <= 0:
+            return []
+        n = min(limit, max(4 * want + extra, 64))
+        query = np.ascontiguousarray(query_vec, dtype=np.float32).reshape(1, -1)  # (1, D)
+        videos: dict[Any, Any] = {}
+        while True:
+            with self.engine.timed("faiss_search"):
+                scores, ids = reader.search(query, n)  # (1, n) each; -1 where fewer than n exist
+            valid = ids[0] >= 0
+            seg_ids, seg_scores = ids[0][valid].tolist(), scores[0][valid].tolist()
+            best = _best_segment_per_video(reader.segments(seg_ids), seg_ids, seg_scores)
+            groups = []
+            for video_id, (segment, score) in best.items():
+                if exclude is not None and video_id == exclude:
+                    continue
+                if video_id not in videos:
+                    videos[video_id] = reader.video(video_id)
+                video = videos[video_id]
+                if video is None or (keep is not None and not keep(video)):
+                    continue
+                groups.append((video, segment, score))
+                if len(groups) >= want:
+                    break
+            if len(groups) >= want or n >= limit:
+                return groups[:want]
+            n = min(limit, n * 4)
+
+
+def _best_segment_per_video(records: list[Any], seg_ids: list[int], scores: list[float]) -> dict[Any, tuple[Any, float]]:
+    """video_id -> (best segment, its score), ordered best video first."""
+    by_id = {int(r.segment_id): r for r in records if r is not None}
+    best: dict[Any, tuple[Any, float]] = {}
+    for seg_id, score in sorted(zip(seg_ids, scores, strict=True), key=lambda p: -p[1]):
+        record = by_id.get(int(seg_id))
+        if record is None:  # deleted from the catalog but still in a stale FAISS file: skip, never crash
+            continue
+        if record.video_id not in best:
+            best[record.video_id] = (record, float(score))
+    return best

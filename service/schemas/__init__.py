@@ -1,0 +1,1 @@
+"""Request and response schemas, named by role: `...Request` comes in, `...Public` / `...Response` goes out."""

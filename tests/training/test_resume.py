@@ -1,0 +1,54 @@
+"""Resuming from a checkpoint continues with the identical loss sequence (CPU)."""
+
+import json
+
+import pytest
+
+from tests.model.helpers import tiny_model
+from tests.video_factory import write_video
+from training.data import FrameCache, TextCollator, VideoTextDataset, read_jsonl_manifest
+from training.masking import SemanticTextMasker
+from training.objective import CloverObjective, objective_config
+from training.trainer import Trainer, TrainConfig
+
+CAPTIONS = ["a small red circle moves left", "a large blue square grows", "a white cross stays still",
+            "a green triangle moves up", "a small yellow circle shrinks", "a purple square moves right"]
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume_data")
+    (root / "videos").mkdir()
+    lines = []
+    for i, caption in enumerate(CAPTIONS * 2):
+        write_video(root / "videos" / f"v{i}.mp4", num_frames=8, width=32, height=32, fps=8, seed=i)
+        lines.append(json.dumps({"video_id": f"v{i}", "path": f"videos/v{i}.mp4", "captions": [caption, f"{caption} slowly"]}))
+    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def make_trainer(dataset_dir, out, max_steps):
+    model = tiny_model()  # dropout and stochastic depth on: the RNG state must be restored too
+    samples = read_jsonl_manifest(dataset_dir / "train.jsonl")
+    cache = FrameCache.build(samples, dataset_dir / "cache.npy", frames=8, size=32, workers=1)
+    dataset = VideoTextDataset(samples, model.config.num_frames, model.config.image_size, train=True, cache=cache, seed=3)
+    masker = SemanticTextMasker(model.tokenizer, max_length=16, seed=3)
+    cfg = TrainConfig(out=str(out), batch_size=4, max_steps=max_steps, warmup_steps=2, lr=1e-3, workers=0,
+                      save_every=3, log_every=1, seed=3)
+    return Trainer(model, CloverObjective(objective_config("clover", matching_pairs=4)), dataset,
+                   TextCollator(model.tokenizer, 16, masker), cfg)
+
+
+def test_resume_continues_with_the_identical_loss_sequence(dataset_dir, tmp_path):
+    full = make_trainer(dataset_dir, tmp_path / "full", max_steps=7).train(progress=False)
+    assert (tmp_path / "full" / "checkpoint-0000003" / "trainer_state.pt").is_file()
+    assert (tmp_path / "full" / "final" / "model.safetensors").is_file()
+
+    resumed_trainer = make_trainer(dataset_dir, tmp_path / "resumed", max_steps=7)
+    resumed_trainer.resume(tmp_path / "full" / "checkpoint-0000003")
+    assert resumed_trainer.step == 3
+    resumed = resumed_trainer.train(progress=False)
+    # 7 steps cross an epoch boundary (12 samples / batch 4 = 3 batches per epoch).
+    assert [r["step"] for r in resumed] == [4, 5, 6, 7]
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in full[3:]]
+    assert [r["lr"] for r in resumed] == [r["lr"] for r in full[3:]]
