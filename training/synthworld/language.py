@@ -26,10 +26,22 @@ MOTION_WORDS: dict[str, tuple[str, ...]] = {
     "grows": ("grows", "gets bigger", "expands", "becomes larger", "grows bigger"),
     "shrinks": ("shrinks", "gets smaller", "becomes smaller", "contracts", "shrinks down"),
 }
-_THEN = ("{a} and then {b}", "{a}, then {b}", "first {a} and then {b}", "{a} and afterwards {b}", "{a} before it {b}")
+_THEN = (
+    "{a} and then {b}",
+    "{a}, then {b}",
+    "first {a} and then {b}",
+    "{a} and afterwards {b}",
+    "{a} before it {b}",
+)
 _ONE = ("{main}", "{main}", "there is {rel}", "a video of {rel}", "we see {rel}")
-_TWO = ("{main1} while {main2}", "{main1} and {main2}", "{main1} as {main2}", "{main1}, while {main2}",
-        "there are two shapes: {rel1} and {rel2}", "{main1}; meanwhile {main2}")
+_TWO = (
+    "{main1} while {main2}",
+    "{main1} and {main2}",
+    "{main1} as {main2}",
+    "{main1}, while {main2}",
+    "there are two shapes: {rel1} and {rel2}",
+    "{main1}; meanwhile {main2}",
+)
 _BACKGROUND = ("{s} on a {bg} background", "on a {bg} background, {s}", "{s} against a {bg} background")
 SIZE_DROP_PROB = 0.1  # paraphrases sometimes leave the size out, as people do
 BACKGROUND_PROB = 0.3  # and sometimes mention the background
@@ -86,7 +98,9 @@ def paraphrase(scene: Scene | dict[str, Any], rng: np.random.Generator) -> str:
     else:
         sentence = _pick(rng, _TWO).format(main1=main[0], main2=main[1], rel1=rel[0], rel2=rel[1])
     if rng.random() < BACKGROUND_PROB:
-        sentence = _pick(rng, _BACKGROUND).format(s=sentence, bg=_pick(rng, BACKGROUND_WORDS[scene.background]))
+        sentence = _pick(rng, _BACKGROUND).format(
+            s=sentence, bg=_pick(rng, BACKGROUND_WORDS[scene.background])
+        )
     return sentence
 
 

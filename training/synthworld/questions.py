@@ -24,7 +24,11 @@ NUM_CANDIDATES = 5
 Allowed = Callable[[Scene], bool]
 
 _TEMPLATES: dict[str, tuple[str, ...]] = {
-    "count": ("how many objects are there?", "how many shapes are in the video?", "how many objects does the video show?"),
+    "count": (
+        "how many objects are there?",
+        "how many shapes are in the video?",
+        "how many objects does the video show?",
+    ),
     "color": ("what color is {ref}?", "what is the color of {ref}?", "which color does {ref} have?"),
     "shape": ("what shape is {ref}?", "what is the shape of {ref}?"),
     "size": ("what size is {ref}?", "is {ref} small or large?", "how big is {ref}?"),
@@ -47,7 +51,9 @@ def referring_expressions(obj: SceneObject, scene: Scene, exclude: str | None = 
     refs = []
     for k in range(len(_ATTRS) + 1):
         for subset in combinations(_ATTRS, k):
-            if exclude in subset or any(all(getattr(o, a) == getattr(obj, a) for a in subset) for o in others):
+            if exclude in subset or any(
+                all(getattr(o, a) == getattr(obj, a) for a in subset) for o in others
+            ):
                 continue
             words = [getattr(obj, a) for a in subset]
             if "shape" not in subset:
@@ -57,17 +63,30 @@ def referring_expressions(obj: SceneObject, scene: Scene, exclude: str | None = 
 
 
 def _open(subtype: str, question: str, answer: str) -> dict[str, Any]:
-    return {"type": "open", "subtype": subtype, "question": question, "answer": answer, "candidates": None,
-            "answer_index": None}
+    return {
+        "type": "open",
+        "subtype": subtype,
+        "question": question,
+        "answer": answer,
+        "candidates": None,
+        "answer_index": None,
+    }
 
 
-def _choice(qtype: str, subtype: str, question: str, answer: str, negatives: list[str],
-            rng: np.random.Generator) -> dict[str, Any]:
+def _choice(
+    qtype: str, subtype: str, question: str, answer: str, negatives: list[str], rng: np.random.Generator
+) -> dict[str, Any]:
     candidates = [answer, *negatives[: NUM_CANDIDATES - 1]]
     order = rng.permutation(len(candidates))
     shuffled = [candidates[i] for i in order]
-    return {"type": qtype, "subtype": subtype, "question": question, "answer": answer, "candidates": shuffled,
-            "answer_index": shuffled.index(answer)}
+    return {
+        "type": qtype,
+        "subtype": subtype,
+        "question": question,
+        "answer": answer,
+        "candidates": shuffled,
+        "answer_index": shuffled.index(answer),
+    }
 
 
 def _with_phases(scene: Scene, obj: SceneObject, phases: tuple[str, ...]) -> Scene:
@@ -81,14 +100,20 @@ def _sample(rng: np.random.Generator, items: list, k: int) -> list:
     return [items[i] for i in rng.permutation(len(items))[:k]]
 
 
-def _action_negatives(obj: SceneObject, scene: Scene, rng: np.random.Generator, allowed: Allowed) -> list[str]:
+def _action_negatives(
+    obj: SceneObject, scene: Scene, rng: np.random.Generator, allowed: Allowed
+) -> list[str]:
     """Wrong motion phrases: the other object's motion, then near misses, then anything else that is false."""
     truth = obj.phases
     singles = [(m,) for m in MOTIONS if m not in truth]  # a phase the object does perform would be half true
     pairs = [(a, b) for a in MOTIONS for b in MOTIONS if a != b and (a, b) != truth]
     if len(truth) == 2:
         p1, p2 = truth
-        near = [(p2, p1)] + [(m, p2) for m in MOTIONS if m not in truth] + [(p1, m) for m in MOTIONS if m not in truth]
+        near = (
+            [(p2, p1)]
+            + [(m, p2) for m in MOTIONS if m not in truth]
+            + [(p1, m) for m in MOTIONS if m not in truth]
+        )
     else:
         near = singles
     hard = [
@@ -110,9 +135,12 @@ def _action_negatives(obj: SceneObject, scene: Scene, rng: np.random.Generator, 
 
 def _caption_negatives(scene: Scene, rng: np.random.Generator, allowed: Allowed) -> list[str]:
     """Captions of scenes that differ from this one in exactly one respect, spread over kinds of change."""
-    by_kind: dict[str, list[Scene]] = {"color": [], "shape": [], "size": [], "motion": [], "order": [], "count": []}
+    by_kind: dict[str, list[Scene]] = {
+        kind: [] for kind in ("color", "shape", "size", "motion", "order", "count")
+    }
     objs = scene.objects
     for i, obj in enumerate(objs):
+
         def swap(new: SceneObject, i: int = i) -> Scene:
             return replace(scene, objects=objs[:i] + (new,) + objs[i + 1 :])
 
@@ -123,19 +151,25 @@ def _caption_negatives(scene: Scene, rng: np.random.Generator, allowed: Allowed)
             neighbours = {obj.phases[k] for k in (j - 1, j, j + 1) if 0 <= k < len(obj.phases)}
             for m in MOTIONS:
                 if m not in neighbours:
-                    by_kind["motion"].append(swap(replace(obj, phases=obj.phases[:j] + (m,) + obj.phases[j + 1 :])))
+                    by_kind["motion"].append(
+                        swap(replace(obj, phases=obj.phases[:j] + (m,) + obj.phases[j + 1 :]))
+                    )
         if len(obj.phases) == 2:
             by_kind["order"].append(swap(replace(obj, phases=obj.phases[::-1])))
     if len(objs) == 2:
         a, b = objs
         if a.phases != b.phases:
-            by_kind["motion"].append(replace(scene, objects=(replace(a, phases=b.phases), replace(b, phases=a.phases))))
+            by_kind["motion"].append(
+                replace(scene, objects=(replace(a, phases=b.phases), replace(b, phases=a.phases)))
+            )
         by_kind["count"] += [replace(scene, objects=(o,)) for o in objs]
 
     truth = canonical_caption(scene)
     pools: list[list[str]] = []
     for kind in by_kind:
-        texts = sorted({canonical_caption(s) for s in by_kind[kind] if objects_distinct(s.objects) and allowed(s)})
+        texts = sorted(
+            {canonical_caption(s) for s in by_kind[kind] if objects_distinct(s.objects) and allowed(s)}
+        )
         texts = [t for t in texts if t != truth]
         if texts:
             pools.append(_sample(rng, texts, len(texts)))
@@ -162,7 +196,9 @@ def make_questions(
             refs = referring_expressions(obj, scene, exclude=attr)
             if not refs or (attr == "size" and {"grows", "shrinks"} & set(obj.phases)):
                 continue
-            questions.append(_open(attr, _pick(rng, _TEMPLATES[attr]).format(ref=_pick(rng, refs)), getattr(obj, attr)))
+            questions.append(
+                _open(attr, _pick(rng, _TEMPLATES[attr]).format(ref=_pick(rng, refs)), getattr(obj, attr))
+            )
         refs = referring_expressions(obj, scene)
         moves = [MOVE_DIRECTION[p] for p in obj.phases if p in MOVE_DIRECTION]
         if len(moves) == 1:
@@ -172,16 +208,31 @@ def make_questions(
         question = _pick(rng, _TEMPLATES["action"]).format(ref=_pick(rng, refs))
         questions.append(_choice("action", "action", question, motion_phrase(obj.phases), negatives, rng))
         if len(obj.phases) == 2:
-            for subtype, known, answer in (("after", obj.phases[0], obj.phases[1]), ("before", obj.phases[1], obj.phases[0])):
+            for subtype, known, answer in (
+                ("after", obj.phases[0], obj.phases[1]),
+                ("before", obj.phases[1], obj.phases[0]),
+            ):
                 others = [m for m in MOTIONS if m != answer]
                 pairs = [(known, m) if subtype == "after" else (m, known) for m in others]
-                wrong = [m for m, p in zip(others, pairs, strict=True) if m != known and allowed(_with_phases(scene, obj, p))]
+                wrong = [
+                    m
+                    for m, p in zip(others, pairs, strict=True)
+                    if m != known and allowed(_with_phases(scene, obj, p))
+                ]
                 wrong = ([known] if allowed(_with_phases(scene, obj, (known,))) else []) + wrong
                 negatives = _sample(rng, wrong, NUM_CANDIDATES - 1)
                 question = _pick(rng, _TEMPLATES[subtype]).format(ref=_pick(rng, refs), phase=known)
                 questions.append(_choice("transition", subtype, question, answer, negatives, rng))
     negatives = _caption_negatives(scene, rng, allowed)
     if len(negatives) == NUM_CANDIDATES - 1:
-        questions.append(_choice("caption", "caption", _pick(rng, _TEMPLATES["caption"]), canonical_caption(scene),
-                                 negatives, rng))
+        questions.append(
+            _choice(
+                "caption",
+                "caption",
+                _pick(rng, _TEMPLATES["caption"]),
+                canonical_caption(scene),
+                negatives,
+                rng,
+            )
+        )
     return [q for q in questions if q["candidates"] is None or len(q["candidates"]) == NUM_CANDIDATES]

@@ -189,7 +189,9 @@ def phase_keyframes(obj: SceneObject, geometry: Geometry = GEOMETRY) -> tuple[np
     return np.stack(offsets), np.array(scales)
 
 
-def trajectory(obj: SceneObject, num_frames: int, geometry: Geometry = GEOMETRY) -> tuple[np.ndarray, np.ndarray]:
+def trajectory(
+    obj: SceneObject, num_frames: int, geometry: Geometry = GEOMETRY
+) -> tuple[np.ndarray, np.ndarray]:
     """Centre `[T, 2]` and radius `[T]` of `obj` at each frame; phases split the clip evenly in time.
 
     Position moves linearly within a phase and size changes geometrically, so growth looks steady.

@@ -6,15 +6,56 @@ that is what lets a rerun skip every clip that already exists instead of re-chec
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from fractions import Fraction
 from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
+
+# Linux /proc/cpuinfo flag -> x264 CPU capability name (x264's own names, order as in its cpu.c).
+_X264_CPU_NAMES = (
+    ("sse", "MMX2"),
+    ("sse", "SSE"),
+    ("sse2", "SSE2"),
+    ("sse2", "SSE2Fast"),
+    ("pni", "SSE3"),
+    ("ssse3", "SSSE3"),
+    ("sse4_1", "SSE4.1"),
+    ("sse4_2", "SSE4.2"),
+    ("abm", "LZCNT"),
+    ("avx", "AVX"),
+    ("xop", "XOP"),
+    ("fma4", "FMA4"),
+    ("fma", "FMA3"),
+    ("bmi1", "BMI1"),
+    ("bmi2", "BMI2"),
+    ("avx2", "AVX2"),
+)
+
+
+@functools.cache
+def x264_params() -> str | None:
+    """x264 options that keep encoding reproducible on this CPU, or None when x264's defaults already do.
+
+    x264's AVX-512 code paths gave different bitstreams (hence different decoded pixels) for the same frames
+    from one call to the next on this project's AMD EPYC machines, while every narrower instruction set was
+    repeatable. So on CPUs with AVX-512 the capability list is given explicitly without it; the output is the
+    same bitstream x264 produces on a CPU that lacks AVX-512.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    if "avx512f" not in flags:
+        return None
+    names = [name for flag, name in _X264_CPU_NAMES if flag in flags]
+    return "asm=" + ",".join([*names, "Cache64"])
 
 
 def _tmp_name(path: Path) -> Path:
@@ -37,7 +78,10 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 8, crf: int = 18)
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.codec_context.time_base = Fraction(1, fps)
-            stream.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+            options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+            if x264_params():
+                options["x264-params"] = x264_params()
+            stream.options = options
             for index, image in enumerate(frames):
                 # Convert to yuv420p ourselves: PyAV's implicit conversion inside encode() was seen to give
                 # different bytes from run to run, and the clips must be reproducible.
