@@ -56,9 +56,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"clover serve: invalid settings: {readable_validation_errors(list(exc.errors()))}", file=sys.stderr)
         return 2
 
+    import logging
+
     import uvicorn
 
     from service.main import create_app
+
+    # uvicorn configures only its own loggers; the service's (loading, jobs, errors) go to stderr too
+    level = "DEBUG" if settings.log_level == "trace" else settings.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 proxy_headers=True, timeout_graceful_shutdown=10)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -69,8 +69,9 @@ class Settings(BaseSettings):
     query_cache_size: int = Field(1024, ge=0)  # LRU of query embeddings (repeat and paged queries skip the model)
     load_in_background: bool = True  # start answering /healthz at once; /readyz is 503 until loading finishes
     reload_wait_s: float = Field(30.0, ge=0)  # how long POST /admin/reload waits for a running index job
+    index_workers: int | None = Field(None, ge=0)  # decode processes for admin indexing; None = indexer default
 
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
     @field_validator("cors_origins", "library_roots", mode="before")
     @classmethod

@@ -134,10 +134,12 @@ class Registry:
     def __init__(self) -> None:
         self._metrics: list[_Metric] = []
 
-    def register(self, metric: _Metric) -> _Metric:
-        if any(m.name == metric.name for m in self._metrics):
+    def register(self, metric: _Metric, replace: bool = False) -> _Metric:
+        """Add a metric; `replace` swaps out one of the same name (gauges rebound to a new engine)."""
+        existing = [m for m in self._metrics if m.name == metric.name]
+        if existing and not replace:
             raise ValueError(f"metric {metric.name} registered twice")
-        self._metrics.append(metric)
+        self._metrics = [m for m in self._metrics if m.name != metric.name] + [metric]
         return metric
 
     def render(self) -> str:
@@ -171,7 +173,7 @@ class ServiceMetrics:
 
     def bind_gauges(self, gauges: dict[str, tuple[str, Callable[[], float | None]]]) -> None:
         for name, (help_text, read) in gauges.items():
-            self.registry.register(Gauge(name, help_text, read))
+            self.registry.register(Gauge(name, help_text, read), replace=True)
 
     def render(self) -> str:
         return self.registry.render()

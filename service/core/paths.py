@@ -36,13 +36,22 @@ def resolve_request_path(raw: str, roots: list[Path]) -> Path:
     given = Path(text)
     if ".." in given.parts:
         raise BadRequest("path must not contain '..'")
-    candidates = [given] if given.is_absolute() else [root / given for root in roots]
-    inside = [real for real in (Path(os.path.realpath(c)) for c in candidates) if is_within(real, roots)]
-    if not inside:
-        raise Forbidden(f"path {text!r} is outside the allowed library roots")
-    for real in inside:
+    if given.is_absolute():
+        real = Path(os.path.realpath(given))
+        if not is_within(real, roots):
+            raise Forbidden(f"path {text!r} is outside the allowed library roots")
         if real.exists():
             return real
+    else:
+        for root in roots:
+            candidate = root / given
+            if not os.path.lexists(candidate):
+                continue
+            real = Path(os.path.realpath(candidate))
+            if not is_within(real, roots):  # a symlink inside the root that points out of it
+                raise Forbidden(f"path {text!r} resolves outside the allowed library roots")
+            if real.exists():
+                return real
     raise NotFound(f"path {text!r} does not exist under the library roots")
 
 

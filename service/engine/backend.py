@@ -22,7 +22,8 @@ class Backend(Protocol):
 
     def open_reader(self, index_dir: Path, fingerprint: str | None, db_url: str | None) -> Any: ...
 
-    def index_paths(self, index_dir: Path, paths: list[Path], model: Any, db_url: str | None) -> dict: ...
+    def index_paths(self, index_dir: Path, paths: list[Path], model: Any, db_url: str | None,
+                    fingerprint: str | None, workers: int | None) -> dict: ...
 
     def delete_videos(self, index_dir: Path, ids_or_paths: list[Any], db_url: str | None) -> Any: ...
 
@@ -57,10 +58,13 @@ class CloverBackend:
         except IndexOpenError as exc:
             raise IndexUnavailable(str(exc)) from exc
 
-    def index_paths(self, index_dir: Path, paths: list[Path], model: Any, db_url: str | None) -> dict:
+    def index_paths(self, index_dir: Path, paths: list[Path], model: Any, db_url: str | None,
+                    fingerprint: str | None, workers: int | None) -> dict:
         from indexer.pipeline import index_paths
 
-        return index_paths(index_dir, paths, model, db_url=db_url)
+        # the fingerprint of the checkpoint file the service loaded, so the index and the service agree on it
+        overrides = {} if workers is None else {"workers": workers}
+        return index_paths(index_dir, paths, model, db_url=db_url, checkpoint_fingerprint=fingerprint, **overrides)
 
     def delete_videos(self, index_dir: Path, ids_or_paths: list[Any], db_url: str | None) -> Any:
         from indexer.pipeline import delete_videos

@@ -31,6 +31,7 @@ from service.engine.readers import ReaderSwap
 
 log = logging.getLogger("clover.service")
 T = TypeVar("T")
+STATS_TTL_S = 5.0  # how long /metrics reuses the index stats (they count catalog rows and bytes on disk)
 
 
 class EngineState(enum.StrEnum):
@@ -62,6 +63,7 @@ class Engine:
         self._reload_lock = threading.Lock()
         self._load_task: asyncio.Task[None] | None = None
         self.loaded_at: float | None = None
+        self._stats_cache: tuple[Any, float, dict[str, Any]] | None = None
         self.metrics.bind_gauges(self._gauges())
 
         from service.engine.catalog import CatalogEngine
@@ -102,7 +104,10 @@ class Engine:
         try:
             t0 = time.perf_counter()
             self.checkpoint_fingerprint = await self.run(self.backend.checkpoint_fingerprint, s.checkpoint)
-            self.model = await self.run(self.backend.load_model, s.checkpoint, s.device)
+            model = await self.run(self.backend.load_model, s.checkpoint, s.device)
+            # one throw-away query pays the first-call costs (kernel selection, allocator) before users do
+            await self.run(inference.encode_texts, model, ["warm up"])
+            self.model = model
             log.info("model loaded from %s in %.1fs", s.checkpoint, time.perf_counter() - t0)
         except Exception as exc:
             self.state, self.state_detail = EngineState.FAILED, f"the model could not be loaded: {exc}"
@@ -113,6 +118,10 @@ class Engine:
             reader = await self.run(self.backend.open_reader, s.index_dir, self.checkpoint_fingerprint, s.db_url)
         except IndexUnavailable as exc:
             self._index_unavailable(str(exc))
+            return
+        except Exception as exc:  # an indexer bug must not leave the service "loading" forever
+            log.exception("opening the index failed")
+            self._index_unavailable(f"{type(exc).__name__}: {exc}")
             return
         self.readers.swap(reader)
         self.loaded_at = time.time()
@@ -172,11 +181,14 @@ class Engine:
             try:
                 reader = self.backend.open_reader(
                     self.settings.index_dir, self.checkpoint_fingerprint, self.settings.db_url)
-            except IndexUnavailable as exc:
+            except Exception as exc:
+                if not isinstance(exc, IndexUnavailable):
+                    log.exception("reopening the index failed")
+                reason = str(exc) if isinstance(exc, IndexUnavailable) else f"{type(exc).__name__}: {exc}"
                 if not self.readers.loaded:
-                    self._index_unavailable(str(exc))
+                    self._index_unavailable(reason)
                     raise Conflict(self.state_detail) from exc
-                raise Conflict(f"reload failed, still serving the previous index: {exc}") from exc
+                raise Conflict(f"reload failed, still serving the previous index: {reason}") from exc
             generation = self.readers.swap(reader)
             self.loaded_at = time.time()
             self.state, self.state_detail = EngineState.READY, "model and index loaded"
@@ -192,7 +204,8 @@ class Engine:
         s = self.settings
         with self.write_lock:
             if job.kind == "index":
-                result = self.backend.index_paths(s.index_dir, [Path(p) for p in job.paths], model, s.db_url)
+                result = self.backend.index_paths(s.index_dir, [Path(p) for p in job.paths], model, s.db_url,
+                                                  self.checkpoint_fingerprint, s.index_workers)
             else:
                 result = self.backend.delete_videos(s.index_dir, list(job.video_ids), s.db_url)
                 self._remove_uploaded_files(job.paths)
@@ -220,22 +233,35 @@ class Engine:
             "clover_ready": ("1 when model and index are loaded.", lambda: float(self.state == EngineState.READY)),
             "clover_index_vectors": ("Segment vectors in the loaded FAISS index.", reader_stat("num_vectors")),
             "clover_index_dim": ("Dimension of the loaded index.", reader_stat("dim")),
-            "clover_index_videos": ("Videos in the catalog of the loaded index.", self._num_videos),
+            "clover_index_videos": ("Videos in the catalog of the loaded index.", self._stat("videos")),
+            "clover_index_failed_videos": ("Videos the indexer could not read.", self._stat("failed")),
+            "clover_index_segments": ("Indexed segments in the catalog.", self._stat("segments")),
             "clover_index_generation": ("Reloads since start (1 = first load).",
                                         lambda: float(self.readers.generation)),
             "clover_jobs_pending": ("Indexing jobs queued or running.", lambda: float(self.jobs.pending())),
         }
 
-    def _num_videos(self) -> float | None:
+    def _stat(self, key: str) -> Callable[[], float | None]:
+        def read() -> float | None:
+            value = self._index_stats().get(key)
+            return float(value) if isinstance(value, int | float) else None
+        return read
+
+    def _index_stats(self) -> dict[str, Any]:
+        """reader.stats(), cached for a few seconds: one scrape reads several gauges from it."""
         reader = self.readers.peek()
         if reader is None:
-            return None
+            return {}
+        now = time.monotonic()
+        cached = self._stats_cache
+        if cached is not None and cached[0] is reader and now - cached[1] < STATS_TTL_S:
+            return cached[2]
         try:
-            stats = reader.stats()
+            stats = dict(reader.stats())
         except Exception:  # a gauge must never fail a scrape
-            return None
-        value = stats.get("num_videos", stats.get("videos"))
-        return float(value) if isinstance(value, int | float) else None
+            return {}
+        self._stats_cache = (reader, now, stats)
+        return stats
 
 
 class _Timer:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from service.core.errors import NotFound
+from service.core.errors import Conflict, NotFound
 
 MAX_ID = 2**63 - 1  # catalog ids are 64-bit integers; anything larger cannot exist
 
@@ -24,3 +26,12 @@ def require_video(reader: Any, raw_video_id: Any) -> Any:
     if video is None:
         raise NotFound(f"no video with id {video_id}")
     return video
+
+
+@contextmanager
+def stored_arrays_may_vanish() -> Iterator[None]:
+    """Reading tokens or embeddings of segments found a moment ago can race a delete: a 409, not a 500."""
+    try:
+        yield
+    except KeyError as exc:
+        raise Conflict(f"the index changed while answering (a video was deleted: {exc}); retry") from exc

@@ -22,7 +22,7 @@ import numpy as np
 
 from service.core.errors import BadRequest, Conflict
 from service.engine import inference
-from service.engine.lookup import require_video
+from service.engine.lookup import require_video, stored_arrays_may_vanish
 
 if TYPE_CHECKING:
     from service.engine.engine import Engine
@@ -65,7 +65,8 @@ class QAEngine:
             segments = _select_segments(reader.segments_of_video(video.video_id), video, start, end,
                                         engine.settings.qa_max_segments)
             segment_ids = [int(s.segment_id) for s in segments]
-            tokens = reader.video_tokens(segment_ids)  # (N, K, C) fp16
+            with stored_arrays_may_vanish():
+                tokens = reader.video_tokens(segment_ids)  # (N, K, C) fp16
         grid = np.asarray(tokens, dtype=np.float32).mean(axis=0, keepdims=True)  # (1, K, C)
         model = engine.require_model()
         t0 = time.perf_counter()

@@ -18,7 +18,7 @@ import numpy as np
 
 from service.core.errors import Conflict
 from service.engine import inference
-from service.engine.lookup import require_video
+from service.engine.lookup import require_video, stored_arrays_may_vanish
 
 if TYPE_CHECKING:
     from service.engine.engine import Engine
@@ -132,7 +132,8 @@ class SearchEngine:
         out = []
         with self.engine.timed("rerank"):
             for start in range(0, len(segment_ids), RERANK_CHUNK):
-                tokens = reader.video_tokens(segment_ids[start: start + RERANK_CHUNK])  # (N, K, C) fp16
+                with stored_arrays_may_vanish():
+                    tokens = reader.video_tokens(segment_ids[start: start + RERANK_CHUNK])  # (N, K, C) fp16
                 out.append(inference.match_scores(model, tokens, query))
         return np.concatenate(out)
 
@@ -142,7 +143,8 @@ class SearchEngine:
             segments = reader.segments_of_video(video.video_id)
             if not segments:
                 raise Conflict(f"video {video.video_id} has no indexed segments (status: {video.status})")
-            embeddings = reader.segment_embeddings([s.segment_id for s in segments])  # (S, D)
+            with stored_arrays_may_vanish():
+                embeddings = reader.segment_embeddings([s.segment_id for s in segments])  # (S, D)
             centre = np.asarray(embeddings, dtype=np.float32).mean(axis=0)
             norm = float(np.linalg.norm(centre))
             if norm > 0:

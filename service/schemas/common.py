@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 # Catalog ids are integers; requests may also send them as numeric strings (they come from URLs).
-VideoId = Annotated[int | str, Field(description="catalog id of the video (an integer)")]
+VideoId = Annotated[StrictInt | StrictStr, Field(description="catalog id of the video (an integer)")]
 
 
 class ErrorResponse(BaseModel):

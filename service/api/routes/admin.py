@@ -90,7 +90,7 @@ async def delete_video(video_id: str, engine: EngineDep, base: BaseUrlDep) -> JS
 async def get_job(job_id: str, engine: EngineDep, base: BaseUrlDep) -> JobPublic:
     job = engine.jobs.get(job_id)
     if job is None:
-        raise NotFound(f"no job with id {job_id!r} (jobs are kept in memory until the server restarts)")
+        raise NotFound(f"no job with id {job_id[:64]!r} (jobs are kept in memory until the server restarts)")
     return JobPublic.from_job(job, base)
 
 
