@@ -46,6 +46,7 @@ class Base(DeclarativeBase):
 
 class Video(Base):
     __tablename__ = "videos"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused, even after deleting the newest
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     path: Mapped[str] = mapped_column(Text, unique=True, index=True)  # absolute, resolved
@@ -75,13 +76,18 @@ class Video(Base):
 
 class Segment(Base):
     __tablename__ = "segments"
+    # Never reuse a segment id: a reader holding an older FAISS file must find a deleted id gone, not pointing
+    # at some other segment (PostgreSQL sequences never reuse; SQLite needs AUTOINCREMENT for that).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # = the FAISS id
     video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
     ordinal: Mapped[int] = mapped_column(Integer)  # position of the window in its video
     start: Mapped[float] = mapped_column(Float)  # seconds
     end: Mapped[float] = mapped_column(Float)
-    shard: Mapped[str] = mapped_column(String(64), index=True)  # embeddings/<shard>.npy and tokens/<shard>.npy
+    shard: Mapped[str] = mapped_column(
+        String(64), index=True
+    )  # embeddings/<shard>.npy and tokens/<shard>.npy
     row: Mapped[int] = mapped_column(Integer)  # row inside the shard
     thumbnail: Mapped[str | None] = mapped_column(Text)  # relative to the index directory
 

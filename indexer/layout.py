@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 FORMAT_VERSION = 1
-TEMP_MARKER = ".tmp-"  # temporaries are named "<final name>.tmp-<pid>"; anything with it is garbage after a crash
+TEMP_MARKER = (
+    ".tmp-"  # temporaries are named "<final name>.tmp-<pid>"; anything with it is garbage after a crash
+)
 
 
-class IndexLayoutError(RuntimeError):
-    """The directory is not an index this code can use (missing or newer format, other checkpoint)."""
+class IndexOpenError(RuntimeError):
+    """The directory cannot be used as an index: missing, unreadable, newer format, or another checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ class IndexManifest:
     checkpoint_fingerprint: str
     dim: int  # D of the segment embeddings
     token_shape: tuple[int, int]  # (K, C) of the stored tokens (K after pooling)
-    model_token_shape: tuple[int, int]  # (K, C) the model produces; the reader expands pooled tokens back to it
+    model_token_shape: tuple[
+        int, int
+    ]  # (K, C) the model produces; the reader expands pooled tokens back to it
     token_grid: tuple[int, int, int]  # (t, h, w) of the model's token grid, K = t * h * w
     num_frames: int  # frames sampled per segment
     image_size: int
@@ -95,6 +99,7 @@ class IndexManifest:
     num_segments: int = 0
     num_failed: int = 0
     catalog: str = "catalog.sqlite"  # "catalog.sqlite" or a DB URL with any password masked
+    libraries: list[str] = field(default_factory=list)  # directories / manifests that `update` rescans
     format_version: int = FORMAT_VERSION
     updated_at: float = field(default_factory=time.time)
 
@@ -105,7 +110,9 @@ class IndexManifest:
     def from_dict(cls, data: dict[str, Any]) -> IndexManifest:
         version = int(data.get("format_version", 0))
         if version > FORMAT_VERSION:
-            raise IndexLayoutError(f"index format {version} is newer than this code understands ({FORMAT_VERSION})")
+            raise IndexOpenError(
+                f"index format {version} is newer than this code understands ({FORMAT_VERSION})"
+            )
         known = {name for name in cls.__dataclass_fields__}
         values = {key: value for key, value in data.items() if key in known}
         for key in ("token_shape", "model_token_shape", "token_grid"):
@@ -120,7 +127,7 @@ def read_manifest(paths: IndexPaths) -> IndexManifest | None:
     try:
         return IndexManifest.from_dict(json.loads(paths.manifest.read_text()))
     except (ValueError, TypeError) as error:
-        raise IndexLayoutError(f"{paths.manifest} is unreadable: {error}") from error
+        raise IndexOpenError(f"{paths.manifest} is unreadable: {error}") from error
 
 
 def write_manifest(paths: IndexPaths, manifest: IndexManifest) -> None:
@@ -194,7 +201,7 @@ def writer_lock(paths: IndexPaths, timeout: float = 3600.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise IndexLayoutError(f"another process is writing {paths.root}") from None
+                    raise IndexOpenError(f"another process is writing {paths.root}") from None
                 time.sleep(0.2)
         try:
             yield
@@ -210,3 +217,13 @@ def mask_db_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a URL SQLAlchemy understands: do not risk writing it
         return "<unparseable db url>"
+
+
+def resolve_db_url(paths: IndexPaths, manifest: IndexManifest | None, db_url: str | None) -> str:
+    if db_url:
+        return db_url
+    if manifest is None or manifest.catalog in ("", "catalog.sqlite"):
+        return paths.default_db_url()
+    if "***" in manifest.catalog or manifest.catalog.startswith("<"):
+        raise IndexOpenError(f"this index's catalog is at {manifest.catalog}: pass its URL (--db / db_url)")
+    return manifest.catalog

@@ -18,7 +18,22 @@ from pathlib import Path
 from typing import Any
 
 VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".flv", ".wmv", ".3gp", ".ogv"}
+    {
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".mpg",
+        ".mpeg",
+        ".ts",
+        ".m2ts",
+        ".flv",
+        ".wmv",
+        ".3gp",
+        ".ogv",
+    }
 )
 MANIFEST_EXTENSIONS = frozenset({".jsonl", ".csv"})
 EDGE_BYTES = 1 << 20  # quick fingerprint: first and last MiB, plus the size

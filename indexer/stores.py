@@ -59,7 +59,9 @@ def expand_tokens(tokens: np.ndarray, token_grid: tuple[int, int, int]) -> np.nd
     if steps == t:
         return tokens
     grouped = tokens.reshape(batch, steps, 1, h * w, channels)
-    return np.broadcast_to(grouped, (batch, steps, t // steps, h * w, channels)).reshape(batch, t * h * w, channels)
+    return np.broadcast_to(grouped, (batch, steps, t // steps, h * w, channels)).reshape(
+        batch, t * h * w, channels
+    )
 
 
 class SegmentStore:
@@ -129,7 +131,11 @@ class SegmentStore:
         sizes = {}
         for kind in ("embeddings", "tokens", "thumbs"):
             directory = self.paths.root / kind
-            sizes[kind] = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) if directory.is_dir() else 0
+            sizes[kind] = (
+                sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+                if directory.is_dir()
+                else 0
+            )
         return sizes
 
     def close(self) -> None:

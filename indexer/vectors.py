@@ -34,6 +34,10 @@ class VectorIndexError(ValueError):
     """A factory string or training set that cannot produce an index."""
 
 
+class TooFewVectorsError(VectorIndexError):
+    """The factory needs more training vectors than the collection has (yet)."""
+
+
 def choose_factory(num_vectors: int, dim: int) -> str:
     if num_vectors < FLAT_MAX_VECTORS:
         return "Flat"
@@ -66,6 +70,17 @@ def resolve_factory(requested: str | None, num_vectors: int, dim: int) -> str:
     return requested
 
 
+def validate_factory(factory: str, dim: int) -> None:
+    """Fail before hours of encoding, not after, on a factory string FAISS cannot parse."""
+    if factory and factory != "auto":
+        try:
+            faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as error:
+            raise VectorIndexError(
+                f"bad FAISS factory string {factory!r}: {str(error).splitlines()[0]}"
+            ) from None
+
+
 def build_index(
     embeddings: np.ndarray, ids: np.ndarray, factory: str, use_gpu: bool | None = None, seed: int = 0
 ) -> faiss.Index:
@@ -76,7 +91,9 @@ def build_index(
     try:
         inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as error:
-        raise VectorIndexError(f"bad FAISS factory string {factory!r}: {str(error).splitlines()[0]}") from None
+        raise VectorIndexError(
+            f"bad FAISS factory string {factory!r}: {str(error).splitlines()[0]}"
+        ) from None
     if not inner.is_trained:
         inner = _train(inner, embeddings, factory, _gpu_wanted(use_gpu), seed)
     index = faiss.IndexIDMap2(inner)
@@ -89,13 +106,17 @@ def build_index(
 def _train(inner: faiss.Index, embeddings: np.ndarray, factory: str, on_gpu: bool, seed: int) -> faiss.Index:
     needed = _min_training_points(inner)
     if len(embeddings) < needed:
-        raise VectorIndexError(
+        raise TooFewVectorsError(
             f"factory {factory!r} needs at least {needed} vectors to train, the collection has {len(embeddings)}; "
             "use Flat or HNSW32 until it grows"
         )
     limit = max(needed * 4, TRAIN_POINTS_PER_CENTROID * _num_centroids(inner))
     rng = np.random.default_rng(seed)
-    sample = embeddings if len(embeddings) <= limit else embeddings[np.sort(rng.choice(len(embeddings), limit, False))]
+    sample = (
+        embeddings
+        if len(embeddings) <= limit
+        else embeddings[np.sort(rng.choice(len(embeddings), limit, False))]
+    )
     if on_gpu:
         gpu_index = faiss.index_cpu_to_all_gpus(inner)
         gpu_index.train(sample)
@@ -111,8 +132,9 @@ def _num_centroids(inner: faiss.Index) -> int:
 
 def _min_training_points(inner: faiss.Index) -> int:
     """Fewest points that train every quantizer in the index (IVF lists; 2^nbits PQ centroids)."""
-    needed = _num_centroids(inner) if faiss.try_extract_index_ivf(inner) is not None else 0
-    return max(needed, 256 if "PQ" in type(faiss.downcast_index(inner)).__name__ else 1)
+    needed = _num_centroids(inner) if faiss.try_extract_index_ivf(inner) is not None else 1
+    product_quantizer = getattr(faiss.downcast_index(inner), "pq", None)
+    return max(needed, int(product_quantizer.ksub) if product_quantizer is not None else 1)
 
 
 def _gpu_wanted(use_gpu: bool | None) -> bool:
@@ -157,5 +179,8 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 
 def recall_at_k(approximate_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
     """Mean fraction of the exact top-k that the approximate top-k found ([Q, >=k] id arrays)."""
-    hits = [len(set(a[:k].tolist()) & set(e[:k].tolist())) for a, e in zip(approximate_ids, exact_ids, strict=True)]
+    hits = [
+        len(set(a[:k].tolist()) & set(e[:k].tolist()))
+        for a, e in zip(approximate_ids, exact_ids, strict=True)
+    ]
     return float(np.mean(hits) / k)

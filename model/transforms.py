@@ -65,9 +65,9 @@ def sample_indices(
 def segment_windows(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
     """Cut [0, duration] seconds into windows of `window` seconds every `stride` seconds.
 
-    A video no longer than one window is one segment. Every other window has the full length, and when the
-    stride grid stops short of the end one more window is aligned to the end, so the last seconds are always
-    covered without a sliver segment of a few frames.
+    A video no longer than one window is one segment. When the stride grid stops short of the end, a tail of up
+    to a quarter window is absorbed by stretching the last window (no near-duplicate segment for a few frames
+    of rounding), and a longer tail gets one more full window aligned to the end.
     """
     if window <= 0 or stride <= 0:
         raise ValueError("window and stride must be positive")
@@ -80,8 +80,11 @@ def segment_windows(duration: float, window: float, stride: float) -> list[tuple
     while start + window <= duration + epsilon:
         windows.append((start, start + window))
         start += stride
-    if windows[-1][1] < duration - epsilon:
+    tail = duration - windows[-1][1]
+    if tail > 0.25 * window:
         windows.append((duration - window, duration))
+    elif tail > 0:
+        windows[-1] = (windows[-1][0], duration)
     return [(round(s, 6), round(min(e, duration), 6)) for s, e in windows]
 
 

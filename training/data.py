@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import random
 from collections.abc import Callable
@@ -177,7 +178,8 @@ class FrameCache:
         errors: dict[int, str] = {}
         jobs = [(s, frames, size) for s in samples]
         if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
+            # spawn, not fork: a forked child of a process that already ran torch kernels can deadlock in OpenMP.
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 results = pool.map(_decode_for_cache, jobs, chunksize=16)
                 for i, (clip, error) in enumerate(results):
                     cls._store(array, errors, i, clip, error)

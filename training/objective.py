@@ -109,11 +109,12 @@ class CloverObjective(nn.Module):
         if cfg.ranking:
             terms["ranking"] = losses.pairwise_ranking(video_e, text_e, text_m, video_m, cfg.tau, cfg.margin)
         if cfg.mlm:
-            num_video = video_tokens.shape[1]
-            logits = model.mlm_logits(fused_tm_seq[:, num_video:])  # (b, L, V)
+            labels = batch["mlm_labels"]
+            predicted = labels != -100  # only masked words reach the 30k-way vocabulary projection
+            logits = model.mlm_logits(fused_tm_seq[:, video_tokens.shape[1]:][predicted])  # (N, V)
             gamma = cfg.gamma if cfg.focal else 0.0
             # METHOD's (1/B) sum over masked words: per-rank sums average to the global value under DDP.
-            summed = losses.focal_mlm(logits, batch["mlm_labels"], gamma=gamma, reduction="sum")
+            summed = losses.focal_mlm(logits, labels[predicted], gamma=gamma, reduction="sum")
             terms["mlm"] = cfg.mlm_weight * summed / frames.shape[0]
         if cfg.matching:
             terms["matching"] = cfg.matching_weight * self._matching(model, video_e, text_e, video_tokens,

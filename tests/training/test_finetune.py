@@ -1,0 +1,165 @@
+"""Fine-tuning: answer vocabulary, question items, the QA and retrieval objectives, and short CLI runs."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model import Clover
+from tests.model.helpers import tiny_model
+from tests.video_factory import write_video
+from training.data import Sample
+from training.finetune import (
+    IGNORE,
+    QACollator,
+    QAObjective,
+    QuestionDataset,
+    RetrievalObjective,
+    build_answer_vocab,
+    cache_video_tokens,
+    freeze_video,
+    question_items,
+)
+
+COLORS = ["red", "blue", "red", "green", "red", "blue"]
+MOTIONS = ["moves left", "moves right", "grows", "shrinks", "stays still"]
+
+
+def open_q(answer, subtype="color"):
+    return {"type": "open", "subtype": subtype, "question": "what color is the circle?", "answer": answer,
+            "candidates": None}
+
+
+def choice_q(i):
+    candidates = MOTIONS[i % 5 :] + MOTIONS[: i % 5]
+    return {"type": "action", "subtype": "action", "question": "what does the circle do?", "answer": MOTIONS[i % 5],
+            "candidates": candidates, "answer_index": 0}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    lines = []
+    for i, color in enumerate(COLORS):
+        write_video(root / "videos" / f"v{i}.mp4", num_frames=8, width=32, height=32, fps=8, seed=i)
+        lines.append({"video_id": f"v{i}", "path": f"videos/v{i}.mp4", "captions": [f"a {color} circle {MOTIONS[i % 5]}"],
+                      "questions": [open_q(color), choice_q(i)]})
+    for split in ("train", "val"):
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    torch.manual_seed(0)
+    checkpoint = tiny_model().save_pretrained(root / "init")
+    return SimpleNamespace(root=root, checkpoint=checkpoint)
+
+
+def test_answer_vocab_by_frequency_then_alphabet():
+    samples = [Sample("a", "/a", [], [open_q(c) for c in ["Red", "blue", "red ", "green", "blue", "red"]]
+                      + [choice_q(0)])]
+    assert build_answer_vocab(samples) == ["red", "blue", "green"]
+    assert build_answer_vocab(samples, max_answers=2) == ["red", "blue"]
+
+
+def test_question_items_labels_and_out_of_vocabulary():
+    samples = [Sample("a", "/a", [], [open_q("red"), open_q("pink"), choice_q(2)]),
+               Sample("b", "/b", [], [open_q("blue")])]
+    items = question_items(samples, rows={0: 0}, answer_vocab=["blue", "red"])  # b did not decode
+    assert items == [{"row": 0, "question": "what color is the circle?", "label": 1, "candidates": None},
+                     {"row": 0, "question": "what does the circle do?", "label": 0,
+                      "candidates": choice_q(2)["candidates"]}]
+    assert [i["candidates"] for i in question_items(samples, {0: 0, 1: 1}, None, open_questions=False)] == [
+        choice_q(2)["candidates"]]
+
+
+def test_qa_objective_trains_heads_not_the_frozen_video_encoder(world):
+    model = Clover.from_pretrained(world.checkpoint)
+    model.set_answer_vocab(["red", "blue", "green"])
+    freeze_video(model)
+    samples = [Sample(f"v{i}", str(world.root / "videos" / f"v{i}.mp4"), [], [open_q(c), choice_q(i)])
+               for i, c in enumerate(COLORS[:3])]
+    tokens, rows = cache_video_tokens(model, samples, batch_size=4)
+    assert tokens.dtype == torch.float16 and tokens.shape == (3, *model.video_token_shape)
+    items = question_items(samples, rows, model.answer_vocab)
+    batch = QACollator(tokens, model.tokenizer, model.config.text.max_length)(QuestionDataset(items).items)
+    assert batch["open_labels"].tolist() == [0, IGNORE, 1, IGNORE, 0, IGNORE]
+    assert batch["choice_labels"].tolist() == [IGNORE, 0, IGNORE, 0, IGNORE, 0]
+    model.train()
+    loss, terms = QAObjective()(model, batch)
+    # each question counts once: the batch loss is the question-weighted mean of the two terms
+    assert loss.item() == pytest.approx(0.5 * (terms["open_qa"].item() + terms["mc_qa"].item()), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in model.video_encoder.parameters())
+    assert model.qa_head.mlp[-1].weight.grad.abs().sum() > 0
+    assert model.choice_head.mlp[-1].weight.grad.abs().sum() > 0
+
+
+def test_qa_finetune_lowers_the_loss_and_saves_the_vocabulary(world, tmp_path):
+    from training.cli_finetune import main
+
+    out = tmp_path / "run"
+    code = main(["--task", "qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out", str(out),
+                 "--max-steps", "8", "--batch-size", "12", "--lr", "1e-3", "--warmup-steps", "0",
+                 "--log-every", "1", "--token-batch-size", "4", "--eval-split", "val", "--quiet"])
+    assert code == 0
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 8 and {"open_qa", "mc_qa"} <= set(history[0])
+    assert history[-1]["loss"] < history[0]["loss"]  # 12 questions, one batch: the same questions every step
+    assert json.loads((out / "final" / "qa_answers.json").read_text()) == ["red", "blue", "green"]
+    model = Clover.from_pretrained(out / "final")
+    assert model.answer_vocab == ["red", "blue", "green"] and model.qa_head is not None
+    before = load_file(str(world.checkpoint / "model.safetensors"))
+    after = load_file(str(out / "final" / "model.safetensors"))
+    for name in before:
+        if name.startswith("video_encoder."):
+            assert torch.equal(before[name], after[name]), name  # the video encoder stayed frozen
+    evaluation = json.loads((out / "final" / "eval_val.json").read_text())
+    assert set(evaluation["qa"]) == {"open", "action"}
+    assert evaluation["qa"]["open"]["num_questions"] == len(COLORS)
+    assert evaluation["qa"]["action"]["num_questions"] == len(COLORS)
+
+
+def test_retrieval_finetune_runs_info_nce(world, tmp_path):
+    from training.cli_finetune import main
+
+    out = tmp_path / "ret"
+    code = main(["--task", "retrieval", "--init", str(world.checkpoint), "--data", str(world.root), "--out",
+                 str(out), "--max-steps", "4", "--batch-size", "6", "--lr", "1e-3", "--warmup-steps", "0",
+                 "--log-every", "1", "--workers", "0", "--no-cache", "--quiet"])
+    assert code == 0
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [set(h) >= {"loss", "info_nce"} for h in history] == [True] * 4
+    assert history[-1]["loss"] < history[0]["loss"]
+    run_config = json.loads((out / "run_config.json").read_text())
+    assert run_config["task"] == "retrieval" and run_config["tau"] == 0.05
+    assert (out / "final" / "model.safetensors").is_file() and not (out / "final" / "qa_answers.json").exists()
+
+
+def test_retrieval_objective_is_symmetric_info_nce():
+    from training import losses
+
+    torch.manual_seed(0)
+    model = tiny_model()
+    batch = {"frames": torch.randn(3, 4, 3, 32, 32)}
+    batch.update(model.tokenize(["a", "b c", "d e f"]))
+    loss, terms = RetrievalObjective(tau=0.05)(model.eval(), batch)
+    with torch.no_grad():
+        expected = losses.info_nce(model.encode_video(batch["frames"]),
+                                   model.encode_text(batch["input_ids"], batch["attention_mask"]), 0.05)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5) and terms["info_nce"] == loss.detach()
+
+
+def test_mc_qa_end_to_end_trains_the_video_encoder(world, tmp_path):
+    from training.cli_finetune import main
+
+    out = tmp_path / "e2e"
+    code = main(["--task", "mc-qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out", str(out),
+                 "--no-freeze-video", "--no-cache", "--max-steps", "2", "--batch-size", "3", "--lr", "1e-3",
+                 "--warmup-steps", "0", "--log-every", "1", "--quiet"])
+    assert code == 0
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("mc_qa" in h and "open_qa" not in h for h in history)
+    before = load_file(str(world.checkpoint / "model.safetensors"))
+    after = load_file(str(out / "final" / "model.safetensors"))
+    name = "video_encoder.swin.patch_embed.proj.weight"
+    assert not torch.equal(before[name], after[name])
+    assert not (out / "final" / "qa_answers.json").exists()

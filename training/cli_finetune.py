@@ -1,0 +1,164 @@
+"""`clover finetune`: fine-tune a pretrained Clover for retrieval, open-ended QA, multiple-choice QA, or both QA.
+
+    clover finetune --task retrieval --init runs/tiny/final --data data/sw --out runs/ret      # InfoNCE, tau 0.05
+    clover finetune --task qa --init runs/tiny/final --data data/sw --out runs/qa --max-steps 300 --eval-split val
+    clover finetune --task open-qa --init CKPT --data msrvtt_qa_train.jsonl --out RUN --max-answers 1500
+    torchrun --standalone --nproc_per_node=2 -m training.cli_finetune --task retrieval --init CKPT ...   # DDP
+
+Tasks: `retrieval` (the two uni-modal encoders, symmetric InfoNCE); `open-qa` (a new answer-vocabulary head over
+the training split's most frequent open-ended answers, saved as qa_answers.json); `mc-qa` (the choice head over
+each question's candidates); `qa` (both, one checkpoint that answers either kind). QA freezes the video encoder
+and trains from video tokens cached once (`--no-freeze-video` trains end to end, much slower on a CPU).
+
+Per-task defaults (flags and `--config`'s "train" section override them): retrieval lr 1.2e-5 and weight decay
+0.01 (paper); QA lr 5e-5, weight decay 0.01, new heads at `--head-lr-mult` x lr, no DataLoader workers (the
+batches come from memory). The fine-tuned checkpoint is RUN/final.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from model import Clover, create_model
+
+from .cli_eval import resolve_split
+from .cli_train import add_train_args, build_dataset, latest_checkpoint, load_config_file, train_config
+from .data import TextCollator
+from .distributed import cleanup, init_distributed
+from .evaluate import evaluate, summary_lines
+from .finetune import (
+    RETRIEVAL_TAU,
+    TASKS,
+    QACollator,
+    QAObjective,
+    QuestionDataset,
+    RetrievalObjective,
+    build_answer_vocab,
+    cache_video_tokens,
+    freeze_video,
+    question_items,
+)
+from .formats import FORMATS, read_any
+from .trainer import Trainer, resolve_device
+
+log = logging.getLogger("clover.finetune")
+
+QA_HEADS = ("qa_head", "choice_head")
+
+
+def task_defaults(task: str, head_lr_mult: float) -> dict:
+    """TrainConfig values a task starts from (below the config file and the flags)."""
+    if task == "retrieval":
+        return {"lr": 1.2e-5, "weight_decay": 0.01}
+    return {"lr": 5e-5, "weight_decay": 0.01, "workers": 0,
+            "lr_multipliers": {head: head_lr_mult for head in QA_HEADS}}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="clover finetune", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--init", help="the pretrained checkpoint to start from")
+    parser.add_argument("--model", default="clover-tiny", help="preset to start from when no --init is given")
+    parser.add_argument("--data", required=True, help="dataset directory or manifest file")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--format", default="auto", choices=["auto", *FORMATS], help="manifest format (QA tasks)")
+    parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument("--config", help="JSON file with model / train sections")
+    parser.add_argument("--tau", type=float, default=RETRIEVAL_TAU, help="InfoNCE temperature (retrieval)")
+    parser.add_argument("--max-answers", type=int, default=1000, help="open-ended answer vocabulary size cap")
+    parser.add_argument("--freeze-video", action=argparse.BooleanOptionalAction, default=None,
+                        help="freeze the video encoder (default: on for QA, off for retrieval)")
+    parser.add_argument("--head-lr-mult", type=float, default=10.0, help="lr factor of the new QA heads")
+    parser.add_argument("--token-batch-size", type=int, default=32, help="clips per forward when caching tokens")
+    parser.add_argument("--eval-split", help="evaluate the final model on this split (RUN/final/eval_SPLIT.json)")
+    add_train_args(parser)
+    return parser.parse_args(argv)
+
+
+def build_qa(args: argparse.Namespace, model: Clover, freeze: bool, cfg, out: Path):
+    """-> (dataset, collate, notes) for the QA tasks; sets the answer vocabulary when open questions train."""
+    samples = read_any(resolve_split(args.data, args.split), fmt=args.format)
+    wants_open, wants_choice = args.task in ("open-qa", "qa"), args.task in ("mc-qa", "qa")
+    vocab = None
+    if wants_open:
+        vocab = build_answer_vocab(samples, args.max_answers)
+        if not vocab:
+            raise SystemExit(f"clover finetune: the {args.split} split has no open-ended questions")
+        if vocab != model.answer_vocab:
+            model.set_answer_vocab(vocab)  # a new head; an identical vocabulary keeps the trained one
+    if freeze:
+        freeze_video(model)
+        # Encode on the training device; the Trainer moves the model there anyway.
+        tokens, rows = cache_video_tokens(model.to(resolve_device(cfg.device)), samples, args.token_batch_size,
+                                          workers=cfg.workers)
+        videos = None
+    else:
+        videos = build_dataset(args.data, args.split, model, args, train=True, seed=cfg.seed,
+                               cache_dir=out / "cache")
+        samples = videos.samples
+        tokens, rows = None, {i: i for i in videos.indices}
+    items = question_items(samples, rows, vocab, open_questions=wants_open, choice_questions=wants_choice)
+    if not items:
+        raise SystemExit(f"clover finetune: no {args.task} questions in the {args.split} split")
+    notes = {"answer_vocab_size": len(vocab or []), "num_questions": len(items),
+             "num_open": sum(item["candidates"] is None for item in items), "frozen_video": freeze}
+    dataset = QuestionDataset(items, videos=videos, seed=cfg.seed)
+    return dataset, QACollator(tokens, model.tokenizer, model.config.text.max_length), notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    file_config = load_config_file(args.config)
+    cfg = train_config(args, {**task_defaults(args.task, args.head_lr_mult), **file_config.get("train", {})})
+    info = init_distributed(str(resolve_device(cfg.device)))
+    if args.init:
+        model = Clover.from_pretrained(args.init)
+    else:
+        log.warning("no --init: fine-tuning a randomly initialised %s", args.model)
+        model = create_model(args.model, **file_config.get("model", {}))
+    out = Path(args.out)
+    freeze = args.freeze_video if args.freeze_video is not None else args.task != "retrieval"
+    if args.task == "retrieval":
+        if freeze:
+            freeze_video(model)
+        dataset = build_dataset(args.data, args.split, model, args, train=True, seed=cfg.seed, cache_dir=out / "cache")
+        collate = TextCollator(model.tokenizer, model.config.text.max_length)
+        loss_fn, notes = RetrievalObjective(args.tau, info), {"frozen_video": freeze}
+    else:
+        dataset, collate, notes = build_qa(args, model, freeze, cfg, out)
+        loss_fn = QAObjective()
+    log.info("%s fine-tuning: %d training items %s", args.task, len(dataset), notes)
+    run_config = {"task": args.task, "init": args.init, "data": str(args.data), "split": args.split,
+                  "tau": args.tau if args.task == "retrieval" else None, **notes,
+                  "model": model.config.to_dict(), "train": cfg.to_dict(), "world_size": info.world_size}
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
+    trainer = Trainer(model, loss_fn, dataset, collate, cfg, info, run_config)
+    if args.resume:
+        checkpoint = latest_checkpoint(out) if args.resume == "auto" else Path(args.resume)
+        if checkpoint is not None:
+            trainer.resume(checkpoint)
+            log.info("resumed from %s at step %d", checkpoint, trainer.step)
+    history = trainer.train(progress=not args.quiet)
+    if info.is_main and history:
+        log.info("done: step %d, last loss %.4f -> %s", trainer.step, history[-1]["loss"], out / "final")
+    if info.is_main and args.eval_split:
+        samples = read_any(resolve_split(args.data, args.eval_split), fmt=args.format)
+        result = evaluate(trainer.model, samples, qa=args.task != "retrieval", workers=args.workers or 0)
+        result = {"checkpoint": str(out / "final"), "split": args.eval_split, **result}
+        (out / "final" / f"eval_{args.eval_split}.json").write_text(json.dumps(result, indent=2) + "\n")
+        for line in summary_lines(result):
+            log.info(line)
+    cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

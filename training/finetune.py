@@ -1,0 +1,219 @@
+"""Fine-tuning objectives for the downstream tasks, as `loss_fn(model, batch, generator)` for `Trainer`.
+
+- retrieval (`RetrievalObjective`): symmetric InfoNCE (tau 0.05) between the two uni-modal encoders, on
+  `VideoTextDataset` batches; the paper fine-tunes with lr 1.2e-5, weight decay 0.01.
+- open-ended QA and multiple-choice QA (`QAObjective`): cross-entropy of the fused [CLS] through the open-QA head
+  over an answer vocabulary (`build_answer_vocab`), and of the choice head over each question's candidates.
+  One objective serves `open-qa`, `mc-qa` and both at once (`qa`): each question counts once in the batch mean.
+
+QA trains from cached video tokens. With the video encoder frozen (the default), each training video is encoded
+once (`cache_video_tokens`, uniform frames, eval mode, fp16) and the text encoder, fusion encoder and heads learn
+from (tokens, question) pairs: a CPU fine-tune takes minutes instead of hours, and it sees the tokens exactly as
+the service answers from them (the indexer's cached grids).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter, defaultdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from model import Clover
+
+from . import losses
+from .data import Sample
+from .distributed import DistInfo, gather_with_grad
+from .evaluate import encode_videos, normalise_answer
+
+log = logging.getLogger(__name__)
+
+TASKS = ("retrieval", "open-qa", "mc-qa", "qa")
+RETRIEVAL_TAU = 0.05  # paper, retrieval fine-tuning
+IGNORE = -100  # label of a question the other head answers
+LONG_OPTIONS_CHARS = 120  # options longer than this in all (caption candidates) are batched apart
+
+
+# ---- retrieval --------------------------------------------------------------------------------------------
+
+
+class RetrievalObjective(nn.Module):
+    """Symmetric InfoNCE over the (global, under DDP) batch of video and caption embeddings."""
+
+    def __init__(self, tau: float = RETRIEVAL_TAU, dist_info: DistInfo | None = None):
+        super().__init__()
+        self.tau, self.dist = tau, dist_info or DistInfo()
+
+    def forward(self, model: Clover, batch: dict, generator: torch.Generator | None = None):
+        video_e = model.encode_video(batch["frames"])  # (b, D)
+        text_e = model.encode_text(batch["input_ids"], batch["attention_mask"])  # (b, D)
+        loss = losses.info_nce(gather_with_grad(video_e, self.dist), gather_with_grad(text_e, self.dist), self.tau)
+        return loss, {"info_nce": loss.detach()}
+
+
+# ---- QA data ----------------------------------------------------------------------------------------------
+
+
+def build_answer_vocab(samples: list[Sample], max_answers: int = 1000) -> list[str]:
+    """The answers of the open-ended questions, most frequent first (ties alphabetical), at most `max_answers`."""
+    counts = Counter(normalise_answer(q["answer"]) for s in samples for q in s.questions if not q.get("candidates"))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [answer for answer, _ in ranked[:max_answers]]
+
+
+def freeze_video(model: Clover) -> None:
+    """No gradients into the video backbone and its projection (QA trains from cached tokens)."""
+    for module in (model.video_encoder, model.video_proj):
+        module.requires_grad_(False)
+
+
+def freeze_text(model: Clover) -> None:
+    """No gradients into the text encoder: autograd then records nothing of it, which drops its backward pass
+    (about a third of a QA step on a CPU); the fusion encoder and the heads still learn."""
+    model.text_encoder.requires_grad_(False)
+
+
+def cache_video_tokens(
+    model: Clover, samples: list[Sample], batch_size: int = 32, workers: int = 0
+) -> tuple[torch.Tensor, dict[int, int]]:
+    """Encode every sample once -> (tokens (N, K, C) fp16 on the CPU, {sample index: token row})."""
+    encoded = encode_videos(model, samples, batch_size=batch_size, workers=workers, keep_tokens=True)
+    if encoded.errors:
+        log.warning("%d of %d videos failed to decode; their questions are left out", len(encoded.errors),
+                    len(samples))
+    if encoded.tokens is None:
+        raise ValueError("no training video could be decoded")
+    return encoded.tokens, {sample: row for row, sample in enumerate(encoded.index)}
+
+
+def question_items(
+    samples: list[Sample],
+    rows: dict[int, int],
+    answer_vocab: list[str] | None,
+    open_questions: bool = True,
+    choice_questions: bool = True,
+) -> list[dict[str, Any]]:
+    """One training item per question: {"row", "question", "label", "candidates"} (candidates None: open).
+
+    Open questions need an answer vocabulary; those whose answer is not in it are left out (the usual rule for
+    MSRVTT-QA-style top-k vocabularies). Questions about videos that did not decode are left out.
+    """
+    index = {answer: i for i, answer in enumerate(answer_vocab or [])}
+    items = []
+    for sample_index, sample in enumerate(samples):
+        if sample_index not in rows:
+            continue
+        for q in sample.questions:
+            candidates = q.get("candidates")
+            if candidates and choice_questions:
+                label = q.get("answer_index")
+                label = list(candidates).index(q["answer"]) if label is None else int(label)
+                items.append({"row": rows[sample_index], "question": q["question"], "label": label,
+                              "candidates": list(candidates)})
+            elif not candidates and open_questions and normalise_answer(q["answer"]) in index:
+                items.append({"row": rows[sample_index], "question": q["question"],
+                              "label": index[normalise_answer(q["answer"])], "candidates": None})
+    return items
+
+
+class QuestionDataset(Dataset):
+    """The question items; with `videos` (a `VideoTextDataset`, end-to-end fine-tuning) each item also carries
+    its video's frames (random frames per epoch in training mode), and `row` is then the sample index."""
+
+    def __init__(self, items: list[dict[str, Any]], videos: Any = None, seed: int = 0):
+        self.items, self.videos, self.seed = items, videos, seed
+        self.epoch = 0  # set by the Trainer
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.items[i]
+        if self.videos is None:
+            return item
+        rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF) if self.videos.train else None
+        frames = self.videos.transform(self.videos.frames(item["row"], rng))  # (T, 3, S, S)
+        return {**item, "frames": frames}
+
+
+class QACollator:
+    """Items -> {"video_tokens" (B, K, C) from the token cache, or "frames" (B, T, 3, S, S) end to end;
+    "input_ids"/"attention_mask" of the questions; "open_labels" and "choice_labels" (B,) with IGNORE for the
+    other kind; "questions"; "candidates"}."""
+
+    def __init__(self, video_tokens: torch.Tensor | None, tokenizer: Any, max_length: int):
+        self.video_tokens, self.tokenizer, self.max_length = video_tokens, tokenizer, max_length
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        questions = [item["question"] for item in items]
+        tokens = self.tokenizer(questions, padding=True, truncation=True, max_length=self.max_length,
+                                return_tensors="pt")
+        is_open = [item["candidates"] is None for item in items]
+        labels = [item["label"] for item in items]
+        batch = {
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+            "open_labels": torch.tensor([y if o else IGNORE for y, o in zip(labels, is_open, strict=True)]),
+            "choice_labels": torch.tensor([IGNORE if o else y for y, o in zip(labels, is_open, strict=True)]),
+            "questions": questions,
+            "candidates": [item["candidates"] for item in items],
+        }
+        if "frames" in items[0]:
+            batch["frames"] = torch.stack([item["frames"] for item in items])
+        else:
+            batch["video_tokens"] = self.video_tokens[torch.tensor([item["row"] for item in items])]
+        return batch
+
+
+# ---- QA objective -----------------------------------------------------------------------------------------
+
+
+def choice_groups(batch: dict, rows: list[int]) -> list[tuple[int, list[int]]]:
+    """Multiple-choice rows grouped for `choice_logits`: one candidate count per call (it needs that), and
+    short prompts apart from long ones, so a batch's few long prompts (5 captions as options) do not pad
+    every short one (5 motion phrases) to their length: the pairs cost the text and fusion encoders the most."""
+    groups: dict[tuple[int, bool], list[int]] = defaultdict(list)
+    for i in rows:
+        options = batch["candidates"][i]
+        long_prompt = sum(len(option) for option in options) > LONG_OPTIONS_CHARS
+        groups[(len(options), long_prompt)].append(i)
+    return [(count, members) for (count, _), members in sorted(groups.items())]
+
+
+class QAObjective(nn.Module):
+    """Cross-entropy over the answer vocabulary (open) and over candidates (multiple choice), batch-averaged."""
+
+    def forward(self, model: Clover, batch: dict, generator: torch.Generator | None = None):
+        if "frames" in batch:  # end to end: the video encoder trains too
+            _, tokens = model.encode_video(batch["frames"], return_tokens=True)  # (B, K, C)
+        else:
+            tokens = batch["video_tokens"]  # (B, K, C) cached fp16; the model casts them
+        batch_size = tokens.shape[0]
+        terms: dict[str, torch.Tensor] = {}
+        total = tokens.new_zeros((), dtype=torch.float32)
+
+        open_rows = (batch["open_labels"] != IGNORE).nonzero().flatten()
+        if open_rows.numel():
+            texts = {"input_ids": batch["input_ids"][open_rows], "attention_mask": batch["attention_mask"][open_rows]}
+            logits = model.open_qa_logits(tokens[open_rows], texts)  # (n, A)
+            summed = F.cross_entropy(logits.float(), batch["open_labels"][open_rows], reduction="sum")
+            total = total + summed
+            terms["open_qa"] = summed.detach() / open_rows.numel()
+
+        choice_rows = (batch["choice_labels"] != IGNORE).nonzero().flatten().tolist()
+        choice_sum = total.new_zeros(())
+        for count, members in choice_groups(batch, choice_rows):
+            texts = model.choice_texts([batch["questions"][i] for i in members],
+                                       [batch["candidates"][i] for i in members])
+            index = torch.tensor(members, device=tokens.device)
+            logits = model.choice_logits(tokens[index], texts, count)  # (n, count)
+            choice_sum = choice_sum + F.cross_entropy(logits.float(), batch["choice_labels"][index], reduction="sum")
+        if choice_rows:
+            total = total + choice_sum
+            terms["mc_qa"] = choice_sum.detach() / len(choice_rows)
+        return total / batch_size, terms
