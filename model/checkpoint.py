@@ -55,6 +55,7 @@ def load_checkpoint(directory: str | Path, map_location: str | torch.device = "c
     model = Clover(config, tokenizer=load_tokenizer(directory), load_pretrained=False, answer_vocab=answers)
     device = str(map_location)
     load_state_strict(model, load_file(str(directory / WEIGHTS_FILE), device=device), source=str(directory))
+    model.checkpoint_fingerprint = fingerprint(directory)  # what an index built with this model records
     return model.to(map_location).eval()
 
 

@@ -63,10 +63,17 @@ def train_config(args: argparse.Namespace, base: dict) -> TrainConfig:
     return TrainConfig(**values)
 
 
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
 def load_config_file(path: str | None) -> dict:
+    """A JSON run config by path, or by name from `training/configs/` (e.g. `tiny-synthworld`)."""
     if not path:
         return {}
-    data = json.loads(Path(path).read_text())
+    file = Path(path)
+    if not file.is_file() and (CONFIG_DIR / f"{path}.json").is_file():
+        file = CONFIG_DIR / f"{path}.json"
+    data = json.loads(file.read_text())
     unknown = set(data) - {"model", "train", "objective"}
     if unknown:
         raise SystemExit(f"{path}: unknown sections {sorted(unknown)} (expected model, train, objective)")
