@@ -26,11 +26,11 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .checkpoint import CheckpointError, fingerprint
-    from .clover import Clover
-    from .config import CloverConfig, FusionConfig, HeadConfig, TextConfig, VideoConfig
-    from .convert import convert_official_video_swin, load_video_swin_weights
-    from .factory import create_model, get_model_config, list_models
+    from .checkpoint import CheckpointError, fingerprint  # noqa: F401
+    from .clover import Clover  # noqa: F401
+    from .config import CloverConfig, FusionConfig, HeadConfig, TextConfig, VideoConfig  # noqa: F401
+    from .convert import convert_official_video_swin, load_video_swin_weights  # noqa: F401
+    from .factory import create_model, get_model_config, list_models  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -128,10 +128,16 @@ class Clover(nn.Module):
         """Log-odds that each (video, text) pair matches -> [N]; one text is compared with every video."""
         video_tokens = torch.as_tensor(video_tokens)
         n = video_tokens.shape[0]
-        texts = [texts] * n if isinstance(texts, str) else list(texts)
-        if len(texts) != n:
-            raise ValueError(f"{n} videos but {len(texts)} texts")
-        logits = self.match_logits(self._fuse_texts(video_tokens, self.tokenize(texts)))
+        if isinstance(texts, str):  # one query against n videos: encode the text once, fuse n times
+            tokens = self.tokenize([texts])
+            _, hidden = self.encode_text(tokens["input_ids"], tokens["attention_mask"], return_hidden=True)
+            video_tokens = video_tokens.to(self.device, dtype=hidden.dtype)
+            cls = self.fuse(video_tokens, hidden.expand(n, -1, -1), tokens["attention_mask"].expand(n, -1))[1]
+        else:
+            if len(texts) != n:
+                raise ValueError(f"{n} videos but {len(texts)} texts")
+            cls = self._fuse_texts(video_tokens, self.tokenize(list(texts)))
+        logits = self.match_logits(cls)
         return (logits[:, 1] - logits[:, 0]).float()
 
     def open_qa_logits(self, video_tokens: torch.Tensor, texts: dict) -> torch.Tensor:

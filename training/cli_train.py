@@ -22,7 +22,7 @@ from .data import FrameCache, TextCollator, VideoTextDataset, read_manifest, spl
 from .distributed import cleanup, init_distributed
 from .masking import RandomTextMasker, SemanticTextMasker
 from .objective import PRESETS, CloverObjective, objective_config
-from .trainer import Trainer, TrainConfig, resolve_device
+from .trainer import TrainConfig, Trainer, resolve_device
 
 log = logging.getLogger("clover.train")
 

@@ -84,8 +84,6 @@ def sample_from_row(row: dict, base: Path, where: str) -> Sample:
 
 def read_manifest(path: str | os.PathLike, fmt: str = "auto", root: str | os.PathLike | None = None) -> list[Sample]:
     """Any supported manifest; `fmt` is auto-detected from the suffix or given (see `training.formats`)."""
-    if fmt in ("auto", "jsonl") and Path(path).suffix == ".jsonl":
-        return read_jsonl_manifest(path, root)
     from .formats import read_any
 
     return read_any(path, fmt=fmt, root=root)

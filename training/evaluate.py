@@ -277,24 +277,33 @@ def predict_open(model: Clover, tokens: Tensor, questions: list[str], batch_size
     return predictions
 
 
+def choice_batches(questions: list[str], candidates: list[list[str]], rows: list[int], max_pairs: int) -> list[list[int]]:
+    """`rows` split into `choice_logits` calls: one candidate count per call (it needs that), prompts of similar
+    length together (sorted by characters) so one long prompt -- five captions as options -- does not pad
+    every short one to its length, and at most `max_pairs` (question, candidate) pairs per call."""
+    by_count: dict[int, list[int]] = defaultdict(list)
+    for i in rows:
+        by_count[len(candidates[i])].append(i)
+    batches = []
+    for count, members in sorted(by_count.items()):
+        members.sort(key=lambda i: len(questions[i]) + sum(len(option) for option in candidates[i]))
+        step = max(1, max_pairs // count)
+        batches += [members[start : start + step] for start in range(0, len(members), step)]
+    return batches
+
+
 def predict_choice(
     model: Clover, tokens: Tensor, questions: list[str], candidates: list[list[str]], batch_size: int = 64
 ) -> list[int]:
     """The index of the best-scored candidate for each question (fusion encoder + choice head)."""
     predictions = [0] * len(questions)
-    by_count: dict[int, list[int]] = defaultdict(list)  # choice_logits needs equal candidate counts per call
-    for i, options in enumerate(candidates):
-        by_count[len(options)].append(i)
     with _EvalMode(model), torch.inference_mode():
-        for count, members in by_count.items():
-            step = max(1, batch_size // count)
-            for start in range(0, len(members), step):
-                chunk = members[start : start + step]
-                with _autocast(model.device):
-                    scores = model.answer_choice(tokens[chunk].to(model.device), [questions[i] for i in chunk],
-                                                 [candidates[i] for i in chunk])  # (b, count)
-                for i, best in zip(chunk, scores.argmax(dim=1).tolist(), strict=True):
-                    predictions[i] = best
+        for chunk in choice_batches(questions, candidates, list(range(len(questions))), batch_size):
+            with _autocast(model.device):
+                scores = model.answer_choice(tokens[chunk].to(model.device), [questions[i] for i in chunk],
+                                             [candidates[i] for i in chunk])  # (b, count)
+            for i, best in zip(chunk, scores.argmax(dim=1).tolist(), strict=True):
+                predictions[i] = best
     return predictions
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Any
 
 import torch
@@ -29,14 +29,14 @@ from model import Clover
 from . import losses
 from .data import Sample
 from .distributed import DistInfo, gather_with_grad
-from .evaluate import encode_videos, normalise_answer
+from .evaluate import choice_batches, encode_videos, normalise_answer
 
 log = logging.getLogger(__name__)
 
 TASKS = ("retrieval", "open-qa", "mc-qa", "qa")
 RETRIEVAL_TAU = 0.05  # paper, retrieval fine-tuning
 IGNORE = -100  # label of a question the other head answers
-LONG_OPTIONS_CHARS = 120  # options longer than this in all (caption candidates) are batched apart
+CHOICE_PAIRS = 40  # (question, candidate) pairs per fused call: similar prompt lengths batched together
 
 
 # ---- retrieval --------------------------------------------------------------------------------------------
@@ -173,18 +173,6 @@ class QACollator:
 # ---- QA objective -----------------------------------------------------------------------------------------
 
 
-def choice_groups(batch: dict, rows: list[int]) -> list[tuple[int, list[int]]]:
-    """Multiple-choice rows grouped for `choice_logits`: one candidate count per call (it needs that), and
-    short prompts apart from long ones, so a batch's few long prompts (5 captions as options) do not pad
-    every short one (5 motion phrases) to their length: the pairs cost the text and fusion encoders the most."""
-    groups: dict[tuple[int, bool], list[int]] = defaultdict(list)
-    for i in rows:
-        options = batch["candidates"][i]
-        long_prompt = sum(len(option) for option in options) > LONG_OPTIONS_CHARS
-        groups[(len(options), long_prompt)].append(i)
-    return [(count, members) for (count, _), members in sorted(groups.items())]
-
-
 class QAObjective(nn.Module):
     """Cross-entropy over the answer vocabulary (open) and over candidates (multiple choice), batch-averaged."""
 
@@ -207,11 +195,11 @@ class QAObjective(nn.Module):
 
         choice_rows = (batch["choice_labels"] != IGNORE).nonzero().flatten().tolist()
         choice_sum = total.new_zeros(())
-        for count, members in choice_groups(batch, choice_rows):
+        for members in choice_batches(batch["questions"], batch["candidates"], choice_rows, CHOICE_PAIRS):
             texts = model.choice_texts([batch["questions"][i] for i in members],
                                        [batch["candidates"][i] for i in members])
             index = torch.tensor(members, device=tokens.device)
-            logits = model.choice_logits(tokens[index], texts, count)  # (n, count)
+            logits = model.choice_logits(tokens[index], texts, len(batch["candidates"][members[0]]))  # (n, C)
             choice_sum = choice_sum + F.cross_entropy(logits.float(), batch["choice_labels"][index], reduction="sum")
         if choice_rows:
             total = total + choice_sum

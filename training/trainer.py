@@ -242,9 +242,9 @@ class Trainer:
 
     def resume(self, checkpoint_dir: str | Path) -> None:
         """Load model weights and trainer state so the next step is the one that would have followed."""
-        from model.checkpoint import WEIGHTS_FILE, load_state_strict
-
         from safetensors.torch import load_file
+
+        from model.checkpoint import WEIGHTS_FILE, load_state_strict
 
         checkpoint_dir = Path(checkpoint_dir)
         load_state_strict(self.model, load_file(str(checkpoint_dir / WEIGHTS_FILE), device=str(self.device)),
@@ -299,7 +299,7 @@ class Trainer:
                 self.scaler.scale(loss / cfg.accumulation).backward()
                 for name, value in {"loss": loss.detach(), **terms}.items():
                     terms_sum[name] = terms_sum.get(name, 0.0) + float(value) / cfg.accumulation
-                seen_since_log += batch["input_ids"].shape[0] * self.info.world_size if "input_ids" in batch else 0
+                seen_since_log += _batch_size(batch) * self.info.world_size
             self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
@@ -352,6 +352,12 @@ class Trainer:
         except ImportError:
             return None
         return SummaryWriter(str(self.out / "tensorboard"))
+
+
+def _batch_size(batch: dict) -> int:
+    """Samples in a batch: its frames, else its first tensor (QA batches carry no frames)."""
+    first = batch.get("frames", next((v for v in batch.values() if torch.is_tensor(v)), None))
+    return 0 if first is None else int(first.shape[0])
 
 
 def reduce_terms(terms: dict[str, torch.Tensor], info: DistInfo) -> dict[str, float]:

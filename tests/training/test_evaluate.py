@@ -96,11 +96,10 @@ def test_retrieval_matches_brute_force_from_the_models_embeddings(library, num_c
 
 
 def test_all_captions_queries_every_caption(library):
-    result = evaluate(library.model, library.samples, rerank_k=3, qa=False)
     every = evaluate(library.model, library.samples, rerank_k=3, all_captions=True, qa=False)
     assert every["retrieval"]["num_queries"] == 2 * len(library.samples)
     assert set(every["retrieval"]) >= {"t2v", "v2t", "t2v_rerank"}
-    assert set(result["retrieval"]["t2v"]) == {"R@1", "R@5", "R@10", "median_rank", "mean_rank"}
+    assert set(every["retrieval"]["t2v"]) == {"R@1", "R@5", "R@10", "median_rank", "mean_rank"}
 
 
 class StubMatcher(nn.Module):
@@ -208,12 +207,12 @@ def test_open_qa_is_skipped_without_a_head(library):
     samples = [Sample(s.video_id, s.path, s.captions, questions=[
         {"type": "open", "subtype": "color", "question": "what color?", "answer": "red", "candidates": None},
         {"type": "caption", "subtype": "caption", "question": "which caption?", "answer": CAPTIONS[i],
-         "candidates": CAPTIONS[:5] if i < 5 else CAPTIONS[1:]}]) for i, s in enumerate(library.samples)]
+         "candidates": CAPTIONS[:5]}]) for i, s in enumerate(library.samples[:4])]
     result = evaluate(library.model, samples, rerank_k=2)
     assert "skipped" in result["qa"]["open"] and result["qa"]["open"]["num_questions"] == len(samples)
     assert result["qa"]["caption"]["num_questions"] == len(samples)
     # The retrieval-style answer is the candidate closest to the video in the dual space.
-    video_e = reference_embeddings(library.model, library.samples)
+    video_e = reference_embeddings(library.model, library.samples[:4])
     correct = 0
     with torch.no_grad():
         for i, sample in enumerate(samples):

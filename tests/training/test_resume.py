@@ -9,7 +9,7 @@ from tests.video_factory import write_video
 from training.data import FrameCache, TextCollator, VideoTextDataset, read_jsonl_manifest
 from training.masking import SemanticTextMasker
 from training.objective import CloverObjective, objective_config
-from training.trainer import Trainer, TrainConfig
+from training.trainer import TrainConfig, Trainer
 
 CAPTIONS = ["a small red circle moves left", "a large blue square grows", "a white cross stays still",
             "a green triangle moves up", "a small yellow circle shrinks", "a purple square moves right"]
