@@ -82,8 +82,15 @@ class Clover(nn.Module):
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_hidden: bool = False):
         """input_ids, attention_mask [B, L] -> unit embedding [B, D] (and hidden states [B, L, H])."""
         hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        embedding = F.normalize(self.text_proj(hidden[:, 0]), dim=-1)
+        embedding = F.normalize(self.text_proj(self.pool_text(hidden, attention_mask)), dim=-1)
         return (embedding, hidden) if return_hidden else embedding
+
+    def pool_text(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, L, H] text states -> [B, H]: the [CLS] state, or the mean over real tokens (config.text.pooling)."""
+        if self.config.text.pooling == "cls":
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
     def tokenize(self, texts: list[str] | str, max_length: int | None = None, pair: list[str] | None = None) -> dict:
         """Padded token ids and mask on the model's device (pairs are truncated in their first text only)."""
@@ -101,19 +108,21 @@ class Clover(nn.Module):
     # ---- fusion ------------------------------------------------------------------------------------------
 
     def fuse(self, video_tokens: torch.Tensor, text_hidden: torch.Tensor, text_mask: torch.Tensor):
-        """-> (fused [B, K+L, H], cls [B, H])."""
-        return self.fusion(video_tokens, text_hidden, text_mask)
+        """-> (fused [B, K+L, H], pooled [B, H]); pooled is the fused text part pooled like the text tower
+        ([CLS], the paper's m_cls, or the masked mean) and feeds every head on the fusion encoder."""
+        fused = self.fusion(video_tokens, text_hidden, text_mask)
+        return fused, self.pool_text(fused[:, video_tokens.shape[1]:], text_mask)
 
-    def fused_embedding(self, cls: torch.Tensor) -> torch.Tensor:
-        """Fused [CLS] -> unit vector in the retrieval space (the third modality of tri-modal alignment)."""
-        return F.normalize(self.fused_proj(cls), dim=-1)
+    def fused_embedding(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled fused state -> unit vector in the retrieval space (the third modality of tri-modal alignment)."""
+        return F.normalize(self.fused_proj(pooled), dim=-1)
 
     def mlm_logits(self, fused_text: torch.Tensor) -> torch.Tensor:
         """Fused text positions [B, L, H] -> vocabulary logits [B, L, V] (decoder tied to word embeddings)."""
         return self.mlm_head(fused_text, self.text_encoder.embeddings.word_embeddings.weight)
 
     def match_logits(self, cls: torch.Tensor) -> torch.Tensor:
-        """Fused [CLS] -> [B, 2] (no match, match) for video-text matching."""
+        """Pooled fused state -> [B, 2] (no match, match) for video-text matching."""
         return self.match_head(cls)
 
     def _fuse_texts(self, video_tokens: torch.Tensor, texts: dict) -> torch.Tensor:

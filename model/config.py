@@ -39,6 +39,10 @@ class TextConfig:
     max_position_embeddings: int = 512
     max_length: int = 32  # tokens per caption or question (code: 30)
     dropout: float = 0.1
+    # How a text (or the text part of a fused sequence) becomes one vector: "cls" as in the paper (BERT-base's
+    # [CLS] is trained by NSP) or "mean" over real tokens for towers trained with mean pooling, such as
+    # all-MiniLM-L6-v2, whose [CLS] state is the same vector for every input (cosine > 0.99999).
+    pooling: str = "cls"
 
 
 @dataclass

@@ -55,8 +55,8 @@ class FusionEncoder(nn.Module):
 
     def forward(
         self, video_tokens: torch.Tensor, text_hidden: torch.Tensor, text_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (fused [B, K+L, H], cls [B, H]) where cls is the output at the text [CLS] position."""
+    ) -> torch.Tensor:
+        """-> fused [B, K+L, H]: video positions first, then the text positions."""
         video = self.embed_video(video_tokens.to(text_hidden.dtype))  # (B, K, H)
         num_video = video.shape[1]
         hidden = torch.cat([video, text_hidden], dim=1)  # (B, K+L, H)
@@ -66,4 +66,4 @@ class FusionEncoder(nn.Module):
         for layer in self.layers:
             out = layer(hidden, attention_mask=additive)
             hidden = out[0] if isinstance(out, tuple) else out
-        return hidden, hidden[:, num_video]
+        return hidden
