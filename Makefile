@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-slow lint bench bench-quick clean
+.PHONY: setup browser demo test test-slow lint bench bench-quick clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,16 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
+# Debian's Chromium + ChromeDriver for the web-page test (no browser download); the test skips without them.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "chromium not installed: the browser test will be skipped"
+
 demo: setup
 	$(VENV)/bin/clover demo $(DEMO_ARGS)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
 test-slow: setup

@@ -8,13 +8,17 @@ A clip is one segment (window) sampled to the model's frame count. `decode only`
 (probe, seek, decode, resize, normalise, thumbnails) on its workers and throws the clips away; `encode only`
 runs the video tower on clips decoded beforehand; `end to end` is `indexer.pipeline.index_paths` into a fresh
 index (decode workers overlapping the encoder, shard + catalog writes, FAISS). End to end near the slower of
-the other two means the overlap works; well below it means a stage is waiting on the other. Prints markdown.
+the other two means the overlap works; well below it means a stage is waiting on the other.
+
+Also measured: the peak resident memory of the indexing process during the end-to-end build (and of the largest
+decode worker), and the bytes each segment costs on disk, per file kind (FAISS vectors, fp16 embeddings, fp16
+tokens, thumbnails, catalog). Prints markdown and writes bench/results/indexing[-quick].json.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import resource
 import sys
 import tempfile
 import time
@@ -24,9 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import emit, fmt_bytes, header, peak_rss_mib, reset_peak_rss, table, write_result  # noqa: E402
 from indexer.decode import DecodedChunk, DecodeSettings  # noqa: E402
 from indexer.encode import SegmentEncoder  # noqa: E402
 from indexer.pipeline import checkpoint_fingerprint_of, index_paths  # noqa: E402
+from indexer.reader import IndexReader  # noqa: E402
 from indexer.scheduler import DecodeStage, VideoJob  # noqa: E402
 from tests.video_factory import write_video  # noqa: E402
 
@@ -97,33 +103,59 @@ def main(argv: list[str] | None = None) -> int:
         clip_count, decode_seconds, clips = decode_only(videos, settings, args.workers)
         encode_seconds = encode_only(model, clips, args.batch_size)
         del clips
+        peak_is_phase = reset_peak_rss()
         summary = index_paths(
             root / "index", [root / "videos"], model, checkpoint_fingerprint=fingerprint,
             window=args.window, stride=args.window, workers=args.workers, batch_size=args.batch_size,
         )  # fmt: skip
+        peak_main = peak_rss_mib()
+        peak_worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+        disk = bytes_per_segment(root / "index")
     assert summary["segments_added"] == clip_count, (summary["segments_added"], clip_count)
     timings = summary["timings"]
 
-    print(
-        f"## Indexing throughput: {args.model} on {args.device} ({platform.processor() or platform.machine()}, "
-        f"torch {torch.get_num_threads()} threads), {args.workers} decode workers, batch {args.batch_size}"
-    )
-    print(
-        f"\n{args.videos} generated H.264 videos, {width}x{height} @ {args.fps} fps, {args.seconds:g} s each; "
+    machine = header(f"Indexing throughput: {args.model} on {args.device}", args.quick)
+    emit(
+        f"torch {torch.get_num_threads()} threads, {args.workers} decode workers, batch {args.batch_size}; "
+        f"{args.videos} generated H.264 videos, {width}x{height} @ {args.fps} fps, {args.seconds:g} s each; "
         f"{args.window:g} s windows -> {clip_count} clips of {model.config.num_frames} frames at "
         f"{model.config.image_size}px\n"
     )
-    print("| stage | clips | seconds | clips/s |")
-    print("| --- | ---: | ---: | ---: |")
-    print(f"| decode only | {clip_count} | {decode_seconds:.2f} | {clip_count / decode_seconds:.1f} |")
-    print(f"| encode only | {clip_count} | {encode_seconds:.2f} | {clip_count / encode_seconds:.1f} |")
-    print(
-        f"| end to end (decode + encode + write + FAISS) | {clip_count} | {summary['seconds']:.2f} | "
-        f"{clip_count / summary['seconds']:.1f} |"
-    )
+    rates = {"decode only": decode_seconds, "encode only": encode_seconds,
+             "end to end (decode + encode + write + FAISS)": summary["seconds"]}
+    emit(table(["stage", "clips", "seconds", "clips/s"],
+               [[name, clip_count, f"{sec:.2f}", f"{clip_count / sec:.1f}"] for name, sec in rates.items()]))
     stage_times = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in timings.items())
-    print(f"\nend-to-end stage times: {stage_times} (decode_wait = encoder idle waiting for clips)")
+    emit(f"\nend-to-end stage times: {stage_times} (decode_wait = encoder idle waiting for clips)")
+    emit(f"\npeak resident memory during the end-to-end build: {peak_main:.0f} MiB in the indexing process"
+         + ("" if peak_is_phase else " (whole process life: this kernel cannot reset the peak)")
+         + f", {peak_worker:.0f} MiB in the largest decode worker\n")
+    emit(table(["on disk per segment", "bytes"], [[kind, f"{size:,.0f}"] for kind, size in disk.items()]))
+    emit(f"\n({disk['total']:,.0f} bytes per segment = {fmt_bytes(disk['total'] * 1_000_000)} per million segments; "
+         "the catalog's share shrinks as videos get longer)")
+    write_result("indexing", {
+        "model": args.model, "device": args.device, "torch_threads": torch.get_num_threads(),
+        "workers": args.workers, "batch_size": args.batch_size, "videos": args.videos, "clips": clip_count,
+        "clips_per_s": {name: round(clip_count / sec, 2) for name, sec in rates.items()},
+        "stage_seconds": timings, "peak_rss_mib": {"indexer": round(peak_main, 1), "decode_worker": round(peak_worker, 1),
+                                                   "indexer_peak_is_phase": peak_is_phase},
+        "bytes_per_segment": disk,
+    }, args.quick, machine)  # fmt: skip
     return 0
+
+
+def bytes_per_segment(index_dir: Path) -> dict[str, float]:
+    """Disk bytes per indexed segment by kind (from the reader's stats, plus the catalog file and its WAL)."""
+    with IndexReader.open(index_dir) as reader:
+        stats = reader.stats()
+    segments = max(stats["segments"], 1)
+    catalog = sum(p.stat().st_size for p in index_dir.glob("catalog.sqlite*"))
+    sizes = {"vectors (FAISS)": stats["bytes"]["vectors"], "embeddings (fp16)": stats["bytes"]["embeddings"],
+             "tokens (fp16)": stats["bytes"]["tokens"], "thumbnails (JPEG)": stats["bytes"]["thumbs"],
+             "catalog (SQLite)": catalog}
+    per_segment = {kind: round(size / segments, 1) for kind, size in sizes.items()}
+    per_segment["total"] = round(sum(sizes.values()) / segments, 1)
+    return per_segment
 
 
 if __name__ == "__main__":

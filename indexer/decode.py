@@ -36,11 +36,6 @@ class DecodeSettings:
     thumb_quality: int = 80
     crash_marker: str | None = None  # test hook, see CRASH_HOOK_ENV
 
-    @property
-    def decode_short_side(self) -> int:
-        """Decode straight to a small size (the scaler is much cheaper than decoding HD and resizing after)."""
-        return max(self.image_size, min(self.thumb_max_side, 240))
-
 
 @dataclass(frozen=True)
 class Window:
@@ -93,12 +88,15 @@ def decode_chunk(
 ) -> DecodedChunk:
     began = time.perf_counter()
     indices = np.stack([window_frame_indices(info, w, settings.num_frames) for w in windows])  # [n, T]
-    frames = read_frames(path, indices.reshape(-1), short_side=settings.decode_short_side, info=info)
+    # The model's frames are decoded exactly as training and `clover eval` decode them (straight to the model's
+    # short side), so an indexed segment embeds like the same clip in evaluation.
+    frames = read_frames(path, indices.reshape(-1), short_side=settings.image_size, info=info)
     frames = frames.reshape(len(windows), settings.num_frames, *frames.shape[1:])  # [n, T, H, W, 3] uint8
     transform = VideoTransform(settings.image_size)
     clips = torch.stack([transform(clip) for clip in frames])  # [n, T, 3, S, S]
-    middle = settings.num_frames // 2
-    thumbnails = [encode_thumbnail(clip[middle], settings) for clip in frames]
+    middles = indices[:, settings.num_frames // 2]  # thumbnails: the middle frame, at display size
+    thumb_frames = read_frames(path, middles, max_side=settings.thumb_max_side, info=info)
+    thumbnails = [encode_thumbnail(frame, settings) for frame in thumb_frames]
     return DecodedChunk(video_id, windows, clips, thumbnails, time.perf_counter() - began)
 
 

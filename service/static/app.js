@@ -37,6 +37,7 @@ function renderResults(results) {
     img.src = hit.thumbnail_url;
     img.alt = hit.title || hit.path;
     card.querySelector(".title").textContent = hit.title || hit.path.split("/").pop();
+    card.title = hit.title || hit.path;  // long titles (captions) are cut to one line on the card
     card.querySelector(".moment").textContent = `${fmtTime(hit.start)} – ${fmtTime(hit.end)}`;
     let scores = `score ${hit.score.toFixed(3)}`;
     if (hit.rerank_score !== null && hit.rerank_score !== undefined) {

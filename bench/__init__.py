@@ -1,0 +1,1 @@
+"""Benchmark and reliability scripts; the shared helpers (`common`, `synthetic`, `server`) are importable too."""
