@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -79,14 +80,15 @@ def build_index(work: Path, checkpoint: Path, segments: int, videos: int) -> dic
 
 
 def bare_timings(checkpoint: Path, index_dir: Path, queries: Iterator[str], repeats: int,
-                 rerank_k: int) -> dict[str, Any]:
+                 rerank_k: int, device: str) -> dict[str, Any]:
     """encode_text + FAISS (and the re-ranking work) of single queries, in this process, no HTTP."""
     from indexer.reader import IndexReader
     from model import Clover
     from service.engine.inference import encode_texts, match_scores
 
-    model = Clover.from_pretrained(checkpoint).eval()
-    encode_texts(model, ["warm up"])
+    model = Clover.from_pretrained(checkpoint, map_location=device).eval()
+    for _ in range(3):
+        encode_texts(model, ["warm up"])
     encode_s, faiss_s, rerank_s = [], [], []
     with IndexReader.open(index_dir) as reader:
         for _ in range(repeats):
@@ -148,14 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each (rerank, clients) cell")
     parser.add_argument("--bare-repeats", type=int, default=200, help="single queries timed without HTTP")
     parser.add_argument("--rerank-k", type=int, default=20, help="must match the server's rerank_k (default 20)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where the server (and the bare timing) run the model")
     parser.add_argument("--work", type=Path, help="keep checkpoint and index here, and reuse them next time")
     parser.add_argument("--quick", action="store_true", help="20k segments, 2 s per cell, 30 bare queries")
     args = parser.parse_args(argv)
     if args.quick:
         args.segments, args.seconds, args.bare_repeats = min(args.segments, 20_000), 2.0, 30
     concurrency = [int(c) for c in args.concurrency.split(",") if c]
-
-    import torch
 
     machine = header("HTTP /search end to end vs bare encode_text + FAISS", args.quick)
     scratch = None
@@ -170,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
              f"{built['segments']:,} segments, FAISS `{built['factory']}`"
              + ("" if built["reused"] else f" ({built['real_segments']} real segments from {args.videos} videos, "
                 f"{built['synthetic_segments']:,} synthetic added in {built['expand_s']:.0f} s; verify ok)")
-             + f"; torch {torch.get_num_threads()} threads.\n")
+             + f"; model on {args.device}, torch {torch.get_num_threads()} threads.\n")
         queries = captions(seed=0)
-        bare = bare_timings(checkpoint, built["index_dir"], queries, args.bare_repeats, args.rerank_k)
+        bare = bare_timings(checkpoint, built["index_dir"], queries, args.bare_repeats, args.rerank_k, args.device)
         emit(table(["bare, in process (no HTTP)", "p50 ms", "p99 ms"], [
             [name, bare[key]["p50_ms"], bare[key]["p99_ms"]]
             for name, key in [("encode_text (1 query)", "encode_text"), (f"FAISS search ({FAISS_CANDIDATES})", "faiss"),
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         ]))  # fmt: skip
         emit()
         cells = []
-        with serve(built["index_dir"], checkpoint) as server:
+        with serve(built["index_dir"], checkpoint, env={"CLOVER_DEVICE": args.device}) as server:
             asyncio.run(_load(server.url, 2, min(2.0, args.seconds), False, queries))  # warm-up
             for rerank in (False, True):
                 for clients in concurrency:

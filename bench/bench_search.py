@@ -198,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-hnsw", type=int, default=1_000_000,
                         help="largest collection HNSW is built for (a 1M build takes many minutes on 2 cores)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="100k clustered only, 256 queries, one setting each")
+    parser.add_argument("--quick", action="store_true",
+                        help="100k clustered only, 256 queries, one setting each, no IVF-PQ (its training is slow)")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.uniform_sizes, args.data, args.queries, args.single_queries = "100000", "", "clustered", 256, 50
+        args.no_pq = True
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -229,6 +231,12 @@ def main(argv: list[str] | None = None) -> int:
                             "rows": rows})
             del base, queries
             gc.collect()
+    if 1_000_000 not in sizes:
+        skipped.append("1M vectors (--sizes)")
+    if args.no_pq:
+        skipped.append("IVF-PQ (--no-pq)")
+    if "uniform" not in datasets:
+        skipped.append("the uniform stress case (--data)")
     if skipped:
         emit("Skipped in this run: " + "; ".join(skipped) + ".")
     write_result("search", {"k": args.k, "queries": args.queries, "faiss_threads": faiss.omp_get_max_threads(),

@@ -171,13 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ddp", action="store_true", help="skip the 1-vs-2-process DDP comparison")
     parser.add_argument("--ddp-preset", default="clover", choices=PRESETS)
     parser.add_argument("--ddp-steps", type=int, default=10)
-    parser.add_argument("--quick", action="store_true", help="batch 4, 1 warm-up and 3 timed steps (2 for DDP)")
+    parser.add_argument("--quick", action="store_true", help="batch 4, 2 warm-up and 3 timed steps (2 for DDP)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--preset", default="clover", choices=PRESETS, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch, args.warmup, args.steps, args.ddp_steps = 4, 1, 3, 2
+        args.batch, args.warmup, args.steps, args.ddp_steps = 4, 2, 3, 2
     if args.worker:
         return worker(args)
 

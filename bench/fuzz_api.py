@@ -6,9 +6,10 @@
 
 For every operation in `/openapi.json`, schemathesis generates requests from the schema -- valid ones
 (`positive`) and ones that break it (`negative`: wrong types, missing fields, values out of range, odd strings)
--- and each response is checked for: no 5xx (`not_a_server_error`), a status code the schema documents
-(`status_code_conformance`), the documented content type (`content_type_conformance`) and a body valid against
-the documented schema (`response_schema_conformance`). Admin routes are called with the admin key, so they are
+-- plus, for the routes of one video (except DELETE), valid requests about a video that exists (random ids
+almost never do) -- and each response is checked for: no 5xx (`not_a_server_error`), a status code the schema
+documents (`status_code_conformance`), the documented content type (`content_type_conformance`) and a body
+valid against the documented schema (`response_schema_conformance`). Admin routes are called with the admin key, so they are
 exercised past the key check (test_security.py covers missing and wrong keys); the server has a library root
 and an upload directory of its own, so adds, uploads and deletes really run. Every failure is recorded with the
 curl command that reproduces it, and the run goes on.
@@ -27,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -73,6 +76,8 @@ def fuzz(url: str, examples: int, api_key: str | None = None, seed: int = 0, neg
     report = FuzzReport()
     seen: set[tuple[str, str]] = set()
     began = time.perf_counter()
+    real_ids = [str(v["video_id"]) for v in httpx.get(f"{url}/videos", params={"limit": 3, "status": "indexed"},
+                                                        timeout=timeout).json()["videos"]]
     for result in schema.get_all_operations():
         operation = result.ok()
         label = operation.label
@@ -91,13 +96,17 @@ def fuzz(url: str, examples: int, api_key: str | None = None, seed: int = 0, neg
                 for failure in group.exceptions:
                     _record(report, seen, label, failure.title, failure.message, case)
 
-        for mode in modes:
-            run = _property(operation.as_strategy(generation_mode=mode), send)
+        strategies = {mode.value: operation.as_strategy(generation_mode=mode) for mode in modes}
+        if "{video_id}" in operation.path and operation.method.upper() != "DELETE" and real_ids:
+            # random ids almost never exist: also vary everything else around a video that does
+            strategies["positive, real video id"] = operation.as_strategy(path_parameters={"video_id": real_ids[0]})
+        for mode, strategy in strategies.items():
+            run = _property(strategy, send)
             try:
                 settings(max_examples=examples, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
                          suppress_health_check=list(HealthCheck))(hypothesis_seed(seed)(run))()
             except Unsatisfiable:  # nothing to break in this operation's schema (e.g. no parameters at all)
-                report.not_generated.append(f"{label} ({mode.value})")
+                report.not_generated.append(f"{label} ({mode})")
     report.seconds = round(time.perf_counter() - began, 1)
     return report
 
