@@ -71,9 +71,24 @@ def probe_and_cut(video_id: int, path: str, settings: DecodeSettings) -> ProbeRe
         os.kill(os.getpid(), signal.SIGSEGV)
     began = time.perf_counter()
     info = probe_video(path)
-    spans = segment_windows(info.duration, settings.window, settings.stride)
-    windows = [Window(i, start, end) for i, (start, end) in enumerate(spans)]
+    windows = windows_with_frames(info, segment_windows(info.duration, settings.window, settings.stride))
     return ProbeResult(video_id, info, windows, time.perf_counter() - began)
+
+
+def windows_with_frames(info: VideoInfo, spans: list[tuple[float, float]]) -> list[Window]:
+    """The windows in which at least one frame starts, numbered from 0.
+
+    At ordinary frame rates every window has frames of its own and all are kept. A window in which no frame
+    starts would only repeat the frame shown before it, and a file can declare a tiny rate to make its duration
+    huge (5 frames at 0.01 fps "last" 500 s: 250 two-second windows): keeping only windows with a frame bounds
+    the segments of any video by the frames it really holds, so a small file cannot demand unbounded work.
+    """
+    kept: list[Window] = []
+    for start, end in spans:
+        first = math.ceil(start * info.fps - 1e-6)  # the first frame starting at or after `start` (at i / fps)
+        if first < info.num_frames and first < end * info.fps - 1e-6:
+            kept.append(Window(len(kept), start, end))
+    return kept
 
 
 def window_frame_indices(info: VideoInfo, window: Window, num_frames: int) -> np.ndarray:

@@ -100,6 +100,7 @@ class IndexManifest:
     num_failed: int = 0
     catalog: str = "catalog.sqlite"  # "catalog.sqlite" or a DB URL with any password masked
     libraries: list[str] = field(default_factory=list)  # directories / manifests that `update` rescans
+    library_shard: str = ""  # "I/N": this index holds one part of a sharded build (indexer.shard); "" = all
     format_version: int = FORMAT_VERSION
     updated_at: float = field(default_factory=time.time)
 

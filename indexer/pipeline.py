@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from indexer.maintenance import compact, delete_video_rows, recover, resolve_vid
 from indexer.plan import plan_work, prune_vanished
 from indexer.scan import scan_library
 from indexer.scheduler import DecodeFailure, DecodeStage
+from indexer.shard import format_shard, in_shard, parse_shard
 from indexer.stores import SegmentStore, pooled_token_count
 from indexer.vectors import validate_factory
 from indexer.writer import BatchWriter, PendingSegment
@@ -62,6 +63,9 @@ class IndexOptions:
     checkpoint_seconds: float = 300.0  # rewrite FAISS this often during a long build, so readers see progress
     progress: bool = False  # tqdm bar on stderr
     use_gpu_faiss: bool | None = None  # None = when faiss-gpu sees a GPU
+    # (I, N): index only the files whose path hashes to shard I of N (indexer.shard), so N processes can share
+    # a library; None = every file, or the shard an existing index was built as
+    library_shard: tuple[int, int] | None = None
 
 
 # ---------------------------------------------------------------------------------------------- opening
@@ -136,6 +140,12 @@ def _manifest_for(
         if options.factory and options.factory != manifest.factory:
             validate_factory(options.factory, manifest.dim)
             manifest.factory = options.factory  # applied by this run's FAISS sync
+        if options.library_shard is not None and format_shard(options.library_shard) != manifest.library_shard:
+            holds = f"shard {manifest.library_shard}" if manifest.library_shard else "a whole library"
+            raise IndexOpenError(
+                f"{paths.root} holds {holds}, not shard {format_shard(options.library_shard)}: "
+                "each shard needs its own index directory"
+            )
         return manifest
     validate_factory(options.factory or "auto", int(model.config.embed_dim))
     grid = token_grid_of(model)
@@ -153,6 +163,7 @@ def _manifest_for(
         stride=options.stride or options.window or DEFAULT_STRIDE,
         factory=options.factory or "auto",
         catalog=_catalog_label(paths, db_url),
+        library_shard=format_shard(options.library_shard) if options.library_shard else "",
     )
     write_manifest(paths, manifest)
     return manifest
@@ -191,6 +202,8 @@ def index_paths(
     with writer_lock(index_paths_):
         url = resolve_db_url(index_paths_, read_manifest(index_paths_), db_url)
         manifest = _manifest_for(index_paths_, model, fingerprint, options, url)
+        if options.library_shard is None and manifest.library_shard:  # `update` of a shard stays that shard
+            options = replace(options, library_shard=parse_shard(manifest.library_shard))
         catalog = Catalog(url)
         try:
             return _index(index_paths_, manifest, catalog, paths, model, options, command, began)
@@ -213,6 +226,9 @@ def _index(paths, manifest, catalog, sources_in, model, options, command, began)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     sources, problems = scan_library(sources_in)
+    if options.library_shard is not None:  # every rank scans the same library and keeps its own part
+        sources = [source for source in sources if in_shard(source.path, options.library_shard)]
+        problems = [problem for problem in problems if in_shard(problem[0], options.library_shard)]
     _remember_libraries(manifest, sources_in)
     pruned = prune_vanished(paths, catalog) if options.prune else []
     plan = plan_work(

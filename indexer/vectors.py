@@ -28,6 +28,7 @@ HNSW_MAX_VECTORS = 1_000_000
 HNSW_EF_SEARCH = 128
 IVF_NPROBE = 32
 TRAIN_POINTS_PER_CENTROID = 64  # faiss wants >= 39 per centroid; more than 256 buys nothing
+GPU_DEVICE = 0  # the first visible GPU (a merge or rebuild is one process; CUDA_VISIBLE_DEVICES picks it)
 
 
 class VectorIndexError(ValueError):
@@ -94,16 +95,43 @@ def build_index(
         raise VectorIndexError(
             f"bad FAISS factory string {factory!r}: {str(error).splitlines()[0]}"
         ) from None
+    index = None
     if not inner.is_trained:
-        inner = _train(inner, embeddings, factory, _gpu_wanted(use_gpu), seed)
-    index = faiss.IndexIDMap2(inner)
-    if len(embeddings):
-        index.add_with_ids(embeddings, ids)
+        sample = _training_sample(inner, embeddings, factory, seed)
+        if _gpu_wanted(use_gpu):
+            index = _train_and_add_on_gpu(faiss.IndexIDMap2(inner), sample, embeddings, ids)
+        if index is None:
+            inner.train(sample)
+    if index is None:
+        index = faiss.IndexIDMap2(inner)
+        if len(embeddings):
+            index.add_with_ids(embeddings, ids)
     apply_search_params(index, default_search_params(factory))
     return index
 
 
-def _train(inner: faiss.Index, embeddings: np.ndarray, factory: str, on_gpu: bool, seed: int) -> faiss.Index:
+def _train_and_add_on_gpu(
+    index: faiss.Index, sample: np.ndarray, embeddings: np.ndarray, ids: np.ndarray
+) -> faiss.Index | None:
+    """Train and fill a (copy of the) IDMap2 index on the GPU, then bring it back to the CPU.
+
+    Both steps are where the GPU pays: k-means for the IVF centroids / PQ codebooks, and assigning every
+    vector to its list and encoding it when adding. The index is written and served from the CPU. None when
+    this index type or its parameters have no GPU version, e.g. PQ codes wider than GPU IVFPQ supports (the
+    caller then does both on the CPU; `index` is only copied, never changed).
+    """
+    resources = faiss.StandardGpuResources()  # must outlive every use of on_gpu
+    try:
+        on_gpu = faiss.index_cpu_to_gpu(resources, GPU_DEVICE, index)
+        on_gpu.train(sample)
+        if len(embeddings):
+            on_gpu.add_with_ids(embeddings, ids)
+        return faiss.index_gpu_to_cpu(on_gpu)
+    except RuntimeError:
+        return None
+
+
+def _training_sample(inner: faiss.Index, embeddings: np.ndarray, factory: str, seed: int) -> np.ndarray:
     needed = _min_training_points(inner)
     if len(embeddings) < needed:
         raise TooFewVectorsError(
@@ -112,17 +140,9 @@ def _train(inner: faiss.Index, embeddings: np.ndarray, factory: str, on_gpu: boo
         )
     limit = max(needed * 4, TRAIN_POINTS_PER_CENTROID * _num_centroids(inner))
     rng = np.random.default_rng(seed)
-    sample = (
-        embeddings
-        if len(embeddings) <= limit
-        else embeddings[np.sort(rng.choice(len(embeddings), limit, False))]
-    )
-    if on_gpu:
-        gpu_index = faiss.index_cpu_to_all_gpus(inner)
-        gpu_index.train(sample)
-        return faiss.index_gpu_to_cpu(gpu_index)
-    inner.train(sample)
-    return inner
+    if len(embeddings) <= limit:
+        return embeddings
+    return embeddings[np.sort(rng.choice(len(embeddings), limit, False))]
 
 
 def _num_centroids(inner: faiss.Index) -> int:
@@ -138,7 +158,7 @@ def _min_training_points(inner: faiss.Index) -> int:
 
 
 def _gpu_wanted(use_gpu: bool | None) -> bool:
-    available = hasattr(faiss, "index_cpu_to_all_gpus") and faiss.get_num_gpus() > 0
+    available = hasattr(faiss, "index_cpu_to_gpu") and faiss.get_num_gpus() > 0
     return available if use_gpu is None else (use_gpu and available)
 
 

@@ -14,6 +14,7 @@ the last frame is decoded once; any doubt sends the file to PyAV, which decodes 
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import struct
@@ -25,6 +26,10 @@ import numpy as np
 # Guards against files that would make a decoder allocate gigabytes (a 40000x40000 frame is 4.8 GB in RGB).
 MAX_SIDE_PIXELS = 8192
 MAX_FRAME_PIXELS = 50_000_000
+# A declared rate above this is a broken header (e.g. a 90 kHz time base read as the frame rate), not footage:
+# trusting it would squeeze minutes of video into one segment. Low rates are real (slideshows, a still image over
+# an audio track): the indexer bounds their segments by their frames, so they are not refused here.
+MAX_FPS = 1000.0
 # decord's frame count is trusted when it is within this many frames (or this fraction) of the container's.
 _COUNT_TOLERANCE_FRAMES = 2
 _COUNT_TOLERANCE_FRACTION = 0.05
@@ -190,6 +195,14 @@ def _check_resolution(width: int, height: int) -> None:
         raise VideoDecodeError(f"absurd resolution {width}x{height}")
 
 
+def _check_frame_rate(fps: float) -> None:
+    """Frame times and the duration (frames / fps) come from the rate, so an implausible one is refused."""
+    if not math.isfinite(fps) or fps <= 0:
+        raise VideoDecodeError("unknown frame rate")
+    if fps > MAX_FPS:
+        raise VideoDecodeError(f"absurd frame rate {fps:g} fps (more than {MAX_FPS:g})")
+
+
 def _count_plausible(count: int, header: _ContainerHeader) -> bool:
     """Does a backend's frame count agree with what the container says (stored count, else duration x fps)?"""
     reference = header.header_frames or round(header.duration * header.fps)
@@ -210,7 +223,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     header = _probe_header(path)
     _check_resolution(header.width, header.height)
     info = _probe_with_decord(path, header)
-    return info if info is not None else _probe_with_pyav(path, header)
+    info = info if info is not None else _probe_with_pyav(path, header)
+    _check_frame_rate(info.fps)
+    return info
 
 
 def _probe_with_decord(path: str, header: _ContainerHeader) -> VideoInfo | None:

@@ -54,6 +54,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-videos", type=int, help="evaluate only the first N videos of the split")
     parser.add_argument("--no-retrieval", action="store_true")
     parser.add_argument("--no-qa", action="store_true")
+    parser.add_argument("--qa-types", help="comma-separated question types to score (e.g. open,action); default all. "
+                                           "Multiple-choice types cost 5 fused passes per question")
     parser.add_argument("--text-max-length", type=int, help="tokens per query (paragraphs need more than 32)")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers decoding videos")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -68,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     samples = read_any(manifest, fmt=args.format, root=args.root)
     if args.max_videos is not None:
         samples = samples[: args.max_videos]
+    if args.qa_types:
+        wanted = {t.strip() for t in args.qa_types.split(",") if t.strip()}
+        for sample in samples:
+            sample.questions = [q for q in sample.questions if q.get("type", "open") in wanted]
     if not samples:
         print(f"clover eval: {manifest} lists no videos", file=sys.stderr)
         return 1

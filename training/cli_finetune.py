@@ -7,7 +7,8 @@
 
 Tasks: `retrieval` (the two uni-modal encoders, symmetric InfoNCE); `open-qa` (a new answer-vocabulary head over
 the training split's most frequent open-ended answers, saved as qa_answers.json); `mc-qa` (the choice head over
-each question's candidates); `qa` (both, one checkpoint that answers either kind). QA freezes the video encoder
+each question's candidates); `qa` (both, one checkpoint that answers either kind); `rerank` (video-text
+matching with hard negatives on cached video tokens: the fusion encoder and head behind `rerank=true`). QA freezes the video encoder
 and trains from video tokens cached once (`--no-freeze-video` trains end to end, much slower on a CPU).
 
 Per-task defaults (flags and `--config`'s "train" section override them): retrieval lr 1.2e-5 and weight decay
@@ -35,12 +36,15 @@ from .evaluate import evaluate, summary_lines
 from .finetune import (
     RETRIEVAL_TAU,
     TASKS,
+    CaptionCollator,
+    MatchingObjective,
     QACollator,
     QAObjective,
     QuestionDataset,
     RetrievalObjective,
     build_answer_vocab,
     cache_video_tokens,
+    caption_items,
     freeze_text,
     freeze_video,
     question_items,
@@ -51,14 +55,16 @@ from .trainer import Trainer, resolve_device
 log = logging.getLogger("clover.finetune")
 
 QA_HEADS = ("qa_head", "choice_head")
+RERANK_HEADS = ("match_head",)
 
 
 def task_defaults(task: str, head_lr_mult: float) -> dict:
     """TrainConfig values a task starts from (below the config file and the flags)."""
     if task == "retrieval":
         return {"lr": 1.2e-5, "weight_decay": 0.01}
+    heads = RERANK_HEADS if task == "rerank" else QA_HEADS
     return {"lr": 2e-4, "weight_decay": 0.01, "workers": 0,
-            "lr_multipliers": {head: head_lr_mult for head in QA_HEADS}}
+            "lr_multipliers": {head: head_lr_mult for head in heads}}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -116,6 +122,20 @@ def build_qa(args: argparse.Namespace, model: Clover, freeze: bool, cfg, out: Pa
     return dataset, QACollator(tokens, model.tokenizer, model.config.text.max_length), notes
 
 
+def build_rerank(args: argparse.Namespace, model: Clover, cfg):
+    """-> (dataset, collate, notes) for matching on cached tokens (the video encoder is frozen)."""
+    samples = read_any(resolve_split(args.data, args.split), fmt=args.format)
+    freeze_video(model)
+    tokens, rows = cache_video_tokens(model.to(resolve_device(cfg.device)), samples, args.token_batch_size,
+                                      workers=cfg.workers)
+    items = caption_items(samples, rows)
+    if not items:
+        raise SystemExit(f"clover finetune: no captions in the {args.split} split")
+    notes = {"num_pairs": len(items), "frozen_video": True}
+    return QuestionDataset(items, seed=cfg.seed), CaptionCollator(tokens, model.tokenizer,
+                                                                  model.config.text.max_length), notes
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -138,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         collate = TextCollator(model.tokenizer, model.config.text.max_length)
         loss_fn, notes = RetrievalObjective(args.tau, info), {"frozen_video": freeze}
         notes["frozen_text"] = args.freeze_text
+    elif args.task == "rerank":
+        dataset, collate, notes = build_rerank(args, model, cfg)
+        loss_fn = MatchingObjective(args.tau)
     else:
         dataset, collate, notes = build_qa(args, model, freeze, cfg, out)
         loss_fn = QAObjective()
@@ -160,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("done: step %d, last loss %.4f -> %s", trainer.step, history[-1]["loss"], out / "final")
     if info.is_main and args.eval_split:
         samples = read_any(resolve_split(args.data, args.eval_split), fmt=args.format)
-        result = evaluate(trainer.model, samples, qa=args.task != "retrieval", workers=args.workers or 0)
+        result = evaluate(trainer.model, samples, qa=args.task not in ("retrieval", "rerank"),
+                          workers=args.workers or 0)
         result = {"checkpoint": str(out / "final"), "split": args.eval_split, **result}
         (out / "final" / f"eval_{args.eval_split}.json").write_text(json.dumps(result, indent=2) + "\n")
         for line in summary_lines(result):

@@ -33,7 +33,7 @@ from .evaluate import choice_batches, encode_videos, normalise_answer
 
 log = logging.getLogger(__name__)
 
-TASKS = ("retrieval", "open-qa", "mc-qa", "qa")
+TASKS = ("retrieval", "open-qa", "mc-qa", "qa", "rerank")
 RETRIEVAL_TAU = 0.05  # paper, retrieval fine-tuning
 IGNORE = -100  # label of a question the other head answers
 CHOICE_PAIRS = 40  # (question, candidate) pairs per fused call: similar prompt lengths batched together
@@ -205,3 +205,49 @@ class QAObjective(nn.Module):
             total = total + choice_sum
             terms["mc_qa"] = choice_sum.detach() / len(choice_rows)
         return total / batch_size, terms
+
+
+# ---- re-ranking (video-text matching) from cached tokens --------------------------------------------------
+
+
+def caption_items(samples: list[Sample], rows: dict[int, int], per_video: int = 2) -> list[dict[str, Any]]:
+    """One item per (video, caption) for the first `per_video` captions: {"row", "caption"}."""
+    return [{"row": rows[i], "caption": caption} for i, sample in enumerate(samples) if i in rows
+            for caption in sample.captions[:per_video]]
+
+
+class CaptionCollator:
+    """Items -> {"video_tokens" (B, K, C) from the cache, "input_ids"/"attention_mask", "same_caption" (B, B)}."""
+
+    def __init__(self, video_tokens: torch.Tensor, tokenizer: Any, max_length: int):
+        self.video_tokens, self.tokenizer, self.max_length = video_tokens, tokenizer, max_length
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        captions = [item["caption"] for item in items]
+        rows = torch.tensor([item["row"] for item in items])
+        tokens = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length,
+                                return_tensors="pt")
+        same = torch.tensor([[a == b for b in captions] for a in captions]) | (rows[:, None] == rows[None, :])
+        return {"video_tokens": self.video_tokens[rows], "input_ids": tokens["input_ids"],
+                "attention_mask": tokens["attention_mask"], "same_caption": same}
+
+
+class MatchingObjective(nn.Module):
+    """Video-text matching with hard negatives on cached video tokens: trains the fusion encoder and the
+    matching head that re-rank search results, at the cost of text and fusion passes only."""
+
+    def __init__(self, tau: float = RETRIEVAL_TAU):
+        super().__init__()
+        self.tau = tau
+
+    def forward(self, model: Clover, batch: dict, generator: torch.Generator | None = None):
+        from .objective import matching_loss
+
+        tokens = batch["video_tokens"].float()  # (B, K, C)
+        with torch.no_grad():  # negatives are drawn by the dual encoder's similarity, as at search time
+            video_e = F.normalize(model.video_proj(tokens), dim=-1)
+        text_e, hidden = model.encode_text(batch["input_ids"], batch["attention_mask"], return_hidden=True)
+        exclude = batch["same_caption"] & ~torch.eye(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        loss = matching_loss(model, video_e, text_e, tokens, hidden, batch["attention_mask"], self.tau, generator,
+                             exclude)
+        return loss, {"matching": loss.detach()}

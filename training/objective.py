@@ -129,12 +129,21 @@ class CloverObjective(nn.Module):
         term is the one that differs between N ranks and one process.
         """
         n = min(self.cfg.matching_pairs, video_e.shape[0])
-        if n < 2:
-            return video_e.new_zeros(())
-        sim = video_e[:n].detach() @ text_e[:n].detach().T / self.cfg.tau
-        neg_text, neg_video = losses.sample_hard_negatives(sim, generator)
-        videos = torch.cat([video_tokens[:n], video_tokens[:n], video_tokens[neg_video]])  # (3n, K, C)
-        texts = torch.cat([text_hidden[:n], text_hidden[neg_text], text_hidden[:n]])
-        masks = torch.cat([mask[:n], mask[neg_text], mask[:n]])
-        logits = model.match_logits(model.fuse(videos, texts, masks)[1])  # (3n, 2)
-        return losses.video_text_matching_loss(logits[:n], logits[n:])
+        return matching_loss(model, video_e[:n], text_e[:n], video_tokens[:n], text_hidden[:n], mask[:n],
+                             self.cfg.tau, generator)
+
+
+def matching_loss(model, video_e, text_e, video_tokens, text_hidden, mask, tau, generator=None, exclude=None):
+    """Video-text matching through the fusion encoder: n true pairs, a hard negative text for each video and a
+    hard negative video for each text (drawn by similarity, ALBEF-style). `exclude` [n, n] marks pairs that are
+    not negatives (e.g. identical captions). Trains the head that re-ranks search results."""
+    n = video_e.shape[0]
+    if n < 2:
+        return video_e.new_zeros(())
+    sim = video_e.detach() @ text_e.detach().T / tau
+    neg_text, neg_video = losses.sample_hard_negatives(sim, generator, exclude)
+    videos = torch.cat([video_tokens, video_tokens, video_tokens[neg_video]])  # (3n, K, C)
+    texts = torch.cat([text_hidden, text_hidden[neg_text], text_hidden])
+    masks = torch.cat([mask, mask[neg_text], mask])
+    logits = model.match_logits(model.fuse(videos, texts, masks)[1])  # (3n, 2)
+    return losses.video_text_matching_loss(logits[:n], logits[n:])

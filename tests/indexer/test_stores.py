@@ -73,6 +73,41 @@ def test_scan_directories_and_manifests(tmp_path):
         scan_library([bad])
 
 
+def test_scan_reports_what_is_not_a_regular_utf8_file(tmp_path):
+    """Symlink loops, named pipes and names that are not UTF-8 are problems with a reason, never exceptions,
+    and never opened (a pipe would block the scan until a writer came)."""
+    library = tmp_path / "lib"
+    library.mkdir()
+    (library / "good.mp4").write_bytes(b"x")
+    (library / "loop_a.mp4").symlink_to(library / "loop_b.mp4")
+    (library / "loop_b.mp4").symlink_to(library / "loop_a.mp4")
+    os.mkfifo(library / "pipe.mp4")
+    (library / "dir.mp4").mkdir()
+    with open(os.fsencode(library) + b"/bad\xff\xfename.mp4", "wb") as handle:
+        handle.write(b"x")
+    manifest = tmp_path / "m.jsonl"
+    rows = [{"path": "lib/pipe.mp4"}, {"path": "lib/dir.mp4"}, {"path": "lib/good.mp4", "title": "odd \udcff"}]
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))  # json.dumps writes "\\udcff"
+    files, problems = scan_library([library, manifest])
+    assert [(os.path.basename(f.path), f.title) for f in files] == [("good.mp4", "odd \\udcff")]
+    assert sorted((os.path.basename(path), reason) for path, reason in problems) == [
+        ("bad\\xff\\xfename.mp4", "path is not valid UTF-8 (rename the file to index it)"),
+        ("dir.mp4", "not a regular file (directory)"),  # named in the manifest (a walk does not list it)
+        ("loop_a.mp4", "symlink loop"),
+        ("loop_b.mp4", "symlink loop"),
+        ("pipe.mp4", "not a regular file (named pipe)"),  # found by the walk and named in the manifest: once
+    ]
+    for path, _ in problems:
+        path.encode("utf-8")  # reported paths are text any JSON response or database accepts
+
+
+def test_fingerprint_refuses_a_named_pipe_instead_of_blocking(tmp_path):
+    pipe = tmp_path / "pipe.mp4"
+    os.mkfifo(pipe)
+    with pytest.raises(OSError, match="not a regular file"):
+        content_fingerprint(str(pipe), 0)
+
+
 def test_fingerprint_sees_changes_at_either_end(tmp_path):
     path = tmp_path / "v.bin"
     data = bytearray(np.random.default_rng(0).bytes(3 << 20))

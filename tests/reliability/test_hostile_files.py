@@ -4,18 +4,19 @@ nothing crashes, hangs or does unbounded work.
 The corpus (`hostile_corpus`) goes beyond tests/indexer's broken files: wrong extensions both ways, an image
 named .mp4, an audio-only MP4, a frame-count bomb (an AVI declaring 100 million frames), a pixel bomb (a real
 H.264 stream of 8448x8448 frames in a small file), a real but large 4096x2304 video, dangling symlinks, a
-directory named like a video, and hostile file names. The build runs with a decode worker process, as
-`clover index build` does, so a decoder that crashes would cost a file, not the test run.
+symlink loop, a named pipe and a directory named like a video, a tiny file declaring 0.01 fps, and hostile file
+names (one not UTF-8). The build runs with a decode worker process, as `clover index build` does, so a decoder
+that crashes would cost a file, not the test run.
 
-Four inputs currently defeat the indexer; each has its own test marked `xfail(strict=True)` with the reason, so
-the suite stays green while they are open and turns red (XPASS) the day one is fixed, to drop the marker:
-a symlink loop and a file name that is not UTF-8 abort the whole build, a named pipe blocks it forever, and a
-tiny file declaring a tiny frame rate makes it cut hundreds of segments out of five frames. Reading an
-unreadable file is checked only when not running as root (root reads a chmod-000 file anyway).
+Four of these once defeated the indexer (a symlink loop and a name that is not UTF-8 aborted the whole build, a
+named pipe blocked it forever, the 0.01 fps file was cut into 250 segments from five frames); each also has a
+test of its own below that pins the fixed behaviour. Reading an unreadable file is checked only when not
+running as root (root reads a chmod-000 file anyway).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import threading
@@ -92,6 +93,12 @@ def hostile_corpus(root: Path) -> dict[str, str]:
     write_video(root / ("long" * 60 + ".mp4"), num_frames=20, seed=4)  # a 244-byte name
     (root / "dangling.mp4").symlink_to(root / "nowhere.mp4")
     (root / "folder.mp4").mkdir()
+    (root / "loop_a.mp4").symlink_to(root / "loop_b.mp4")
+    (root / "loop_b.mp4").symlink_to(root / "loop_a.mp4")
+    os.mkfifo(root / "pipe.mp4")
+    write_video(root / "not_utf8.mp4", num_frames=20, seed=5)
+    os.rename(root / "not_utf8.mp4", os.fsencode(root) + b"/bad\xff\xfename.mp4")
+    _write_stream(root / "slow.mp4", 64, 48, 5, rate=Fraction(1, 100))  # 5 frames declaring 500 s
     return {
         "good.mp4": GOOD,
         broken["zero"].name: "failed: zero-byte file",
@@ -110,6 +117,11 @@ def hostile_corpus(root: Path) -> dict[str, str]:
         "long" * 60 + ".mp4": GOOD,
         "nowhere.mp4": "missing: file not found",
         "folder.mp4": "ignored",
+        "loop_a.mp4": "missing: symlink loop",
+        "loop_b.mp4": "missing: symlink loop",
+        "pipe.mp4": "missing: not a regular file (named pipe)",
+        "bad\\xff\\xfename.mp4": "missing: path is not valid UTF-8 (rename the file to index it)",  # as reported
+        "slow.mp4": GOOD,  # one segment per frame (see test_a_tiny_file_cannot_declare_unbounded_work)
     }
 
 
@@ -168,7 +180,8 @@ def test_an_unreadable_file_is_recorded(tmp_path, clover):
     assert [(Path(f["path"]).name, f["error"]) for f in summary["failures"]] == [("locked.mp4", "permission denied")]
 
 
-# ---------------------------------------------------------------------------------------------- open defects
+# ---------------------------------------------------------------------------------- once fatal, now recorded
+# Each of these once aborted, hung or blew up a whole build (see docs/reliability.md, "Fixed defects").
 
 
 def _one_good_video_and(tmp_path: Path) -> Path:
@@ -177,29 +190,31 @@ def _one_good_video_and(tmp_path: Path) -> Path:
     return library
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="indexer/scan.py: Path.resolve() raises RuntimeError on a symlink loop; the build aborts")
+def _reported(summary: dict) -> dict[str, str]:
+    """File name -> reason, for the scan's problems and the failed videos of a build summary."""
+    return {Path(entry["path"]).name: entry["error"] for entry in [*summary["missing"], *summary["failures"]]}
+
+
 def test_a_symlink_loop_is_recorded_not_fatal(tmp_path, clover):
     library = _one_good_video_and(tmp_path)
     (library / "loop_a.mp4").symlink_to(library / "loop_b.mp4")
     (library / "loop_b.mp4").symlink_to(library / "loop_a.mp4")
     summary = _build(tmp_path / "index", [library], clover)
-    assert summary["indexed"] == 1
-    assert {Path(m["path"]).name for m in summary["missing"]} | {Path(f["path"]).name for f in summary["failures"]} \
-        >= {"loop_a.mp4", "loop_b.mp4"}
+    assert summary["indexed"] == 1 and summary["videos"] == 1
+    assert _reported(summary) == {"loop_a.mp4": "symlink loop", "loop_b.mp4": "symlink loop"}
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="a file name that is not UTF-8 cannot be stored in the catalog; the build aborts")
 def test_a_file_name_that_is_not_utf8_is_recorded_not_fatal(tmp_path, clover):
+    """Reported by the scan with its name escaped, never catalogued: a catalog path must be one that opens."""
     library = _one_good_video_and(tmp_path)
     write_video(library / "other.mp4", num_frames=20, seed=2)
     os.rename(library / "other.mp4", os.fsencode(library) + b"/bad\xff\xfename.mp4")
     summary = _build(tmp_path / "index", [library], clover)
-    assert summary["indexed"] >= 1
+    assert summary["indexed"] == 1 and summary["videos"] == 1
+    assert _reported(summary) == {"bad\\xff\\xfename.mp4": "path is not valid UTF-8 (rename the file to index it)"}
+    json.dumps(summary, ensure_ascii=False).encode("utf-8")  # what the service's job result does with it
 
 
-@pytest.mark.xfail(strict=True, reason="indexer/plan.py fingerprints a named pipe with open(): blocks forever")
 def test_a_named_pipe_is_recorded_not_waited_on(tmp_path, clover):
     library = _one_good_video_and(tmp_path)
     pipe = library / "pipe.mp4"
@@ -207,24 +222,33 @@ def test_a_named_pipe_is_recorded_not_waited_on(tmp_path, clover):
     result: dict = {}
     build = threading.Thread(target=lambda: result.update(_build(tmp_path / "index", [library], clover)), daemon=True)
     build.start()
-    build.join(5)  # a one-video build is done in about a second
+    build.join(30)  # a one-video build is done in about a second; the margin is for a loaded machine
     rescued = build.is_alive()
-    if rescued:  # release the blocked open() (a writer appears, then EOF), so the test itself never hangs
+    if rescued:  # release a blocked open() (a writer appears, then EOF), so the test itself never hangs
         with open(pipe, "wb"):
             pass
         build.join(60)
-    assert not rescued, "the build was still blocked on the named pipe after 5 s"
-    assert result["indexed"] == 1
+    assert not rescued, "the build was still blocked on the named pipe after 30 s"
+    assert result["indexed"] == 1 and result["videos"] == 1
+    assert _reported(result) == {"pipe.mp4": "not a regular file (named pipe)"}
 
 
-@pytest.mark.xfail(strict=True, reason="windows are cut from the declared duration: a 5-frame file declaring "
-                   "0.01 fps yields 250 segments (a 1 KB file can demand unbounded work and disk)")
 def test_a_tiny_file_cannot_declare_unbounded_work(tmp_path, clover):
+    """5 frames declaring 0.01 fps (500 s): one segment per frame, at the frames' own times, not 250. A rate
+    above MAX_FPS is refused: it would squeeze a video into one segment."""
+    from indexer.reader import IndexReader
+    from model.video_io import MAX_FPS
+
     library = _one_good_video_and(tmp_path)
     _write_stream(library / "slow.mp4", 64, 48, 5, rate=Fraction(1, 100))  # 5 frames, 500 s declared
+    _write_stream(library / "fast.mp4", 64, 48, 5, rate=int(MAX_FPS) * 10)  # 5 frames in half a millisecond
     summary = _build(tmp_path / "index", [library], clover)
-    from indexer.reader import IndexReader
-
+    assert summary["indexed"] == 2 and summary["failed"] == 1
     with IndexReader.open(tmp_path / "index") as reader:
-        slow = next(v for v in reader.list_videos(limit=10)[0] if v.path.endswith("slow.mp4"))
-    assert slow.status == "failed" or slow.num_segments <= 5, (slow.num_segments, summary["segments"])
+        videos = {Path(v.path).name: v for v in reader.list_videos(limit=10)[0]}
+        slow = videos["slow.mp4"]
+        assert slow.status == "indexed" and slow.num_segments == 5 and slow.duration == pytest.approx(500)
+        starts = [segment.start for segment in reader.segments_of_video(slow.video_id)]
+    assert starts == pytest.approx([0, 100, 200, 300, 400])  # where each frame is shown
+    assert videos["fast.mp4"].status == "failed"
+    assert videos["fast.mp4"].error == f"absurd frame rate 10000 fps (more than {MAX_FPS:g})"
