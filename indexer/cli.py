@@ -1,4 +1,4 @@
-"""`clover index build|update|rebuild|delete|verify|stats`: build and maintain a video index.
+"""`clover index build|update|merge|rebuild|delete|verify|stats`: build and maintain a video index.
 
 Examples:
 
@@ -8,6 +8,12 @@ Examples:
     clover index delete 42 /videos/old.mp4 --index idx
     clover index verify --index idx --repair
     clover index stats --index idx --json
+
+Sharded (one process per GPU; each writes idx/shard-III-of-NNN, then one merge; see docs/operations.md):
+
+    torchrun --standalone --nproc_per_node=4 -m indexer.cli build ~/videos --index idx --checkpoint ckpt
+    clover index build ~/videos --index idx --checkpoint ckpt --shard 2/4       # the same, one shard by hand
+    clover index merge idx/shard-* --into idx-all
 
 Every command prints a human summary, or one JSON object with --json. Killing a build at any moment and
 running the same command again finishes it with the same result as an uninterrupted build.
@@ -23,6 +29,7 @@ from typing import Any
 from indexer.layout import IndexOpenError
 from indexer.scan import ManifestError
 from indexer.scheduler import DecodeWorkersBroken
+from indexer.shard import local_device, parse_shard, shard_from_env, shard_index_dir
 from indexer.vectors import VectorIndexError
 
 
@@ -44,6 +51,12 @@ def _add_indexing(parser: argparse.ArgumentParser, build: bool) -> None:
         "--checkpoint-every", type=float, default=300.0, metavar="S", help="rewrite FAISS every S seconds"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="index only shard I of N of the files, into DIR/shard-III-of-NNN (default under torchrun: "
+        "RANK/WORLD_SIZE; an update of a shard directory keeps its shard)",
+    )
     if build:
         parser.add_argument("--window", type=float, help="segment length in seconds (default 4)")
         parser.add_argument("--stride", type=float, help="seconds between segment starts (default = window)")
@@ -90,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = commands.add_parser("stats", help="counts, sizes and settings of an index")
     _add_common(stats)
+
+    merge = commands.add_parser("merge", help="merge the shards of a sharded build into one index")
+    merge.add_argument("sources", nargs="+", metavar="SHARD_DIR", help="indexes to merge (e.g. idx/shard-*)")
+    merge.add_argument("--into", required=True, metavar="DIR", help="the merged index (created or updated)")
+    merge.add_argument(
+        "--db", metavar="URL", help="catalog DB URL of the merged index (default: sqlite in DIR)"
+    )
+    merge.add_argument("--factory", help="FAISS factory string for the merged index (default: by size)")
+    merge.add_argument(
+        "--prune", action="store_true", help="drop videos of DIR that none of the sources has any more"
+    )
+    merge.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     return parser
 
 
@@ -97,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result, code = COMMANDS[args.command](args)
-    except (IndexOpenError, DecodeWorkersBroken, VectorIndexError, ManifestError) as error:
+    except (IndexOpenError, DecodeWorkersBroken, VectorIndexError, ManifestError, ShardError) as error:
         print(f"clover index {args.command}: {error}", file=sys.stderr)
         return 1
     if args.json:
@@ -107,24 +132,43 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+class ShardError(ValueError):
+    """A --shard that cannot be used: badly written, or with a shared --db catalog."""
+
+
+def _library_shard(args: argparse.Namespace) -> tuple[int, int] | None:
+    """--shard I/N, else the torchrun rank when launched with several processes, else None (everything)."""
+    if args.shard:
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as error:
+            raise ShardError(str(error)) from None
+    else:
+        shard = shard_from_env()
+    if shard is not None and args.db:
+        raise ShardError(
+            "a shard keeps its catalog as SQLite in its own directory: drop --db here and give it to "
+            "`clover index merge --db URL` instead"
+        )
+    return shard
+
+
 def _load_model(args: argparse.Namespace) -> tuple[Any, str]:
     from model import Clover
     from model.checkpoint import fingerprint
 
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = local_device() if args.device == "auto" else args.device
     return Clover.from_pretrained(args.checkpoint, map_location=device).eval(), fingerprint(args.checkpoint)
 
 
 def _index_command(args: argparse.Namespace) -> tuple[dict, int]:
     from indexer.pipeline import IndexOptions, index_paths, known_sources
 
+    shard = _library_shard(args)
+    index_dir = shard_index_dir(args.index, shard)
     libraries = list(args.libraries)
     if args.command == "update":
-        libraries = [*known_sources(args.index, args.db), *libraries]
+        libraries = [*known_sources(index_dir, args.db), *libraries]
     options = IndexOptions(
         window=getattr(args, "window", None),
         stride=getattr(args, "stride", None),
@@ -137,10 +181,11 @@ def _index_command(args: argparse.Namespace) -> tuple[dict, int]:
         prune=args.prune,
         checkpoint_seconds=args.checkpoint_every,
         progress=not args.no_progress and sys.stderr.isatty(),
+        library_shard=shard,
     )
     model, fingerprint = _load_model(args)
     summary = index_paths(
-        args.index,
+        index_dir,
         libraries,
         model,
         db_url=args.db,
@@ -149,6 +194,12 @@ def _index_command(args: argparse.Namespace) -> tuple[dict, int]:
         command=args.command,
     )
     return summary, 0
+
+
+def _merge(args: argparse.Namespace) -> tuple[dict, int]:
+    from indexer.merge import merge_indexes
+
+    return merge_indexes(args.sources, args.into, factory=args.factory, db_url=args.db, prune=args.prune), 0
 
 
 def _rebuild(args: argparse.Namespace) -> tuple[dict, int]:
@@ -191,12 +242,16 @@ COMMANDS = {
     "delete": _delete,
     "verify": _verify,
     "stats": _stats,
+    "merge": _merge,
 }
 
 
 def _human(command: str, result: dict) -> str:
     if command in ("build", "update"):
-        lines = [
+        lines = (
+            [f"shard {result['library_shard']} -> {result['index_dir']}"] if result["library_shard"] else []
+        )
+        lines += [
             f"{result['scanned']} files scanned: {result['new']} new, {result['changed']} changed, "
             f"{result['unchanged']} unchanged, {result['resumed']} resumed",
             f"indexed {result['indexed']} videos ({result['segments_added']} segments, "
@@ -210,6 +265,17 @@ def _human(command: str, result: dict) -> str:
         )
         timings = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result["timings"].items())
         lines.append(f"time: {result['seconds']:.2f}s ({timings})")
+        return "\n".join(lines)
+    if command == "merge":
+        lines = [
+            f"merged {len(result['sources'])} indexes into {result['index_dir']}: {result['videos_added']} videos "
+            f"added, {result['videos_replaced']} replaced, {result['videos_unchanged']} unchanged, "
+            f"{result['videos_pruned']} pruned ({result['segments_copied']} segments copied)",
+            f"index: {result['videos']} videos, {result['segments']} segments, {result['vectors']} vectors "
+            f"({result['factory']}), {result['failed_total']} failed in total; {result['seconds']:.2f}s",
+        ]
+        if result["missing_shards"]:
+            lines.append(f"  not merged yet: shards {', '.join(result['missing_shards'])}")
         return "\n".join(lines)
     if command == "verify":
         lines = ["ok" if result["ok"] else "problems:"] + [f"  {p}" for p in result["problems"]]

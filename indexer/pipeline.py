@@ -140,7 +140,10 @@ def _manifest_for(
         if options.factory and options.factory != manifest.factory:
             validate_factory(options.factory, manifest.dim)
             manifest.factory = options.factory  # applied by this run's FAISS sync
-        if options.library_shard is not None and format_shard(options.library_shard) != manifest.library_shard:
+        if (
+            options.library_shard is not None
+            and format_shard(options.library_shard) != manifest.library_shard
+        ):
             holds = f"shard {manifest.library_shard}" if manifest.library_shard else "a whole library"
             raise IndexOpenError(
                 f"{paths.root} holds {holds}, not shard {format_shard(options.library_shard)}: "
@@ -258,6 +261,7 @@ def _index(paths, manifest, catalog, sources_in, model, options, command, began)
     summary = {
         "index_dir": str(paths.root),
         "command": command,
+        "library_shard": manifest.library_shard,
         "run_id": run_id,
         "scanned": len(sources),
         "new": plan.new,

@@ -22,7 +22,7 @@ _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
-    """"I/N" -> (I, N) with 0 <= I < N; ValueError with the reason otherwise."""
+    """ "I/N" -> (I, N) with 0 <= I < N; ValueError with the reason otherwise."""
     match = _SPEC.match(spec or "")
     if not match:
         raise ValueError(f"shard must be written I/N (e.g. 0/4), not {spec!r}")

@@ -11,11 +11,16 @@ does). The inner index is a FAISS factory string chosen by collection size unles
 | >= 1M          | IVF{n},PQ{m}     | nprobe=32     | compressed codes: memory, not speed, is the limit there   |
 
 Recall of any choice is measured against Flat (`recall_at_k`, `bench/bench_index_recall.py`).
+
+With faiss-gpu and a visible GPU, a factory that needs training (IVF, PQ) is trained *and filled* on the GPU,
+then copied back to the CPU to be written and served; without one, or for a type FAISS has no GPU version of,
+everything runs on the CPU with the same result up to k-means randomness.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import faiss
@@ -28,7 +33,6 @@ HNSW_MAX_VECTORS = 1_000_000
 HNSW_EF_SEARCH = 128
 IVF_NPROBE = 32
 TRAIN_POINTS_PER_CENTROID = 64  # faiss wants >= 39 per centroid; more than 256 buys nothing
-GPU_DEVICE = 0  # the first visible GPU (a merge or rebuild is one process; CUDA_VISIBLE_DEVICES picks it)
 
 
 class VectorIndexError(ValueError):
@@ -122,7 +126,7 @@ def _train_and_add_on_gpu(
     """
     resources = faiss.StandardGpuResources()  # must outlive every use of on_gpu
     try:
-        on_gpu = faiss.index_cpu_to_gpu(resources, GPU_DEVICE, index)
+        on_gpu = faiss.index_cpu_to_gpu(resources, _gpu_device(), index)
         on_gpu.train(sample)
         if len(embeddings):
             on_gpu.add_with_ids(embeddings, ids)
@@ -160,6 +164,11 @@ def _min_training_points(inner: faiss.Index) -> int:
 def _gpu_wanted(use_gpu: bool | None) -> bool:
     available = hasattr(faiss, "index_cpu_to_gpu") and faiss.get_num_gpus() > 0
     return available if use_gpu is None else (use_gpu and available)
+
+
+def _gpu_device() -> int:
+    """This process's GPU: LOCAL_RANK under torchrun (each rank of a sharded build has its own), else the first."""
+    return int(os.environ.get("LOCAL_RANK", "0")) % max(faiss.get_num_gpus(), 1)
 
 
 def apply_search_params(index: faiss.Index, params: str) -> None:

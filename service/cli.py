@@ -15,7 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.cli_train:main", "pretrain Clover (tri-modal alignment, ranking, semantic MLM)"),
     "finetune": ("training.cli_finetune:main", "fine-tune for retrieval, open-ended or multiple-choice QA"),
     "eval": ("training.cli_eval:main", "evaluate retrieval (R@K, ranks) and QA accuracy"),
-    "index": ("indexer.cli:main", "build|update|rebuild|delete|verify|stats a video index"),
+    "index": ("indexer.cli:main", "build|update|merge|rebuild|delete|verify|stats a video index"),
     "serve": ("service.serve:main", "run the HTTP search and QA service"),
     "search": ("service.client_cli:search_main", "search a running service (or an index directly)"),
     "qa": ("service.client_cli:qa_main", "ask a question about a video"),
