@@ -75,7 +75,8 @@ def freeze_video(model: Clover) -> None:
 def freeze_text(model: Clover) -> None:
     """No gradients into the text encoder: autograd then records nothing of it, which drops its backward pass
     (about a third of a QA step on a CPU); the fusion encoder and the heads still learn."""
-    model.text_encoder.requires_grad_(False)
+    for module in (model.text_encoder, model.text_proj):  # the text side of search stays as pretrained
+        module.requires_grad_(False)
 
 
 def cache_video_tokens(
