@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.task == "retrieval":
         if freeze:
             freeze_video(model)
-        dataset = build_dataset(args.data, args.split, model, args, train=True, seed=cfg.seed, cache_dir=out / "cache")
+        dataset = build_dataset(args.data, args.split, model, args, train=True, seed=cfg.seed,
+                                cache_dir=out / "cache", info=info)
         collate = TextCollator(model.tokenizer, model.config.text.max_length)
         loss_fn, notes = RetrievalObjective(args.tau, info), {"frozen_video": freeze}
         notes["frozen_text"] = args.freeze_text

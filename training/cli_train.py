@@ -19,7 +19,7 @@ from pathlib import Path
 from model import Clover, create_model
 
 from .data import FrameCache, TextCollator, VideoTextDataset, read_manifest, split_manifest
-from .distributed import cleanup, init_distributed
+from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .masking import RandomTextMasker, SemanticTextMasker
 from .objective import PRESETS, CloverObjective, objective_config
 from .trainer import TrainConfig, Trainer, resolve_device
@@ -85,13 +85,25 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def build_dataset(data: str, split: str, model: Clover, args, train: bool, seed: int, cache_dir: Path):
+def build_dataset(data: str, split: str, model: Clover, args, train: bool, seed: int, cache_dir: Path,
+                  info: DistInfo | None = None):
+    info = info or DistInfo()
     samples = read_manifest(split_manifest(data, split))
     cache = None
     if not args.no_cache:
         size = model.config.image_size
-        cache = FrameCache.build(samples, cache_dir / f"{split}-{size}px-{args.cache_frames}f.npy",
-                                 frames=args.cache_frames, size=size, workers=max(1, args.workers or 1) + 1)
+        path = cache_dir / f"{split}-{size}px-{args.cache_frames}f.npy"
+
+        def build() -> FrameCache:
+            return FrameCache.build(samples, path, frames=args.cache_frames, size=size,
+                                    workers=max(1, args.workers or 1) + 1)
+
+        # Under torchrun rank 0 decodes; the others wait, then open the finished cache (no two writers).
+        if info.is_main:
+            cache = build()
+        barrier(info)
+        if not info.is_main:
+            cache = build()
     dataset = VideoTextDataset(samples, model.config.num_frames, model.config.image_size, train=train,
                                cache=cache, seed=seed)
     if dataset.skipped:
@@ -124,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     masker_cls = SemanticTextMasker if objective.text_masking == "semantic" else RandomTextMasker
     masker = masker_cls(model.tokenizer, max_length=model.config.text.max_length, seed=cfg.seed)
     out = Path(args.out)
-    dataset = build_dataset(args.data, args.split, model, args, train=True, seed=cfg.seed, cache_dir=out / "cache")
+    dataset = build_dataset(args.data, args.split, model, args, train=True, seed=cfg.seed, cache_dir=out / "cache",
+                            info=info)
     run_config = {"data": str(args.data), "model": model.config.to_dict(), "objective": objective.to_dict(),
                   "objective_name": args.objective, "train": cfg.to_dict(), "world_size": info.world_size}
     if info.is_main:

@@ -300,6 +300,8 @@ class Trainer:
                 for name, value in {"loss": loss.detach(), **terms}.items():
                     terms_sum[name] = terms_sum.get(name, 0.0) + float(value) / cfg.accumulation
                 seen_since_log += _batch_size(batch) * self.info.world_size
+            if self.info.enabled:  # log the mean over ranks: local terms (ranking, MLM) differ per rank
+                terms_sum = reduce_terms(terms_sum, self.info, self.device)
             self.scaler.unscale_(self.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
@@ -360,5 +362,8 @@ def _batch_size(batch: dict) -> int:
     return 0 if first is None else int(first.shape[0])
 
 
-def reduce_terms(terms: dict[str, torch.Tensor], info: DistInfo) -> dict[str, float]:
-    return {k: float(all_reduce_mean(v, info)) for k, v in terms.items()}
+def reduce_terms(terms: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
+    """Every rank's logged values averaged (a collective: every rank calls it each step, in the same order)."""
+    names = sorted(terms)
+    values = all_reduce_mean(torch.tensor([terms[n] for n in names], device=device), info)
+    return dict(zip(names, values.tolist(), strict=True))
