@@ -29,7 +29,7 @@ from pathlib import Path
 from model import Clover, create_model
 
 from .cli_eval import resolve_split
-from .cli_train import add_train_args, build_dataset, latest_checkpoint, load_config_file, train_config
+from .cli_train import add_train_args, build_dataset, load_config_file, run_trainer, train_config
 from .data import TextCollator
 from .distributed import cleanup, init_distributed
 from .evaluate import evaluate, summary_lines
@@ -181,14 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
     trainer = Trainer(model, loss_fn, dataset, collate, cfg, info, run_config)
-    if args.resume:
-        checkpoint = latest_checkpoint(out) if args.resume == "auto" else Path(args.resume)
-        if checkpoint is not None:
-            trainer.resume(checkpoint)
-            log.info("resumed from %s at step %d", checkpoint, trainer.step)
-    history = trainer.train(progress=not args.quiet)
-    if info.is_main and history:
-        log.info("done: step %d, last loss %.4f -> %s", trainer.step, history[-1]["loss"], out / "final")
+    run_trainer(trainer, args, out, info)
     if info.is_main and args.eval_split:
         samples = read_any(resolve_split(args.data, args.eval_split), fmt=args.format)
         result = evaluate(trainer.model, samples, qa=args.task not in ("retrieval", "rerank"),

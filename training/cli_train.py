@@ -111,6 +111,19 @@ def build_dataset(data: str, split: str, model: Clover, args, train: bool, seed:
     return dataset
 
 
+def run_trainer(trainer: Trainer, args: argparse.Namespace, out: Path, info: DistInfo) -> list[dict]:
+    """`--resume` (a checkpoint, or `auto` for the run's latest), then train; shared by train and finetune."""
+    if args.resume:
+        checkpoint = latest_checkpoint(out) if args.resume == "auto" else Path(args.resume)
+        if checkpoint is not None:
+            trainer.resume(checkpoint)
+            log.info("resumed from %s at step %d", checkpoint, trainer.step)
+    history = trainer.train(progress=not args.quiet)
+    if info.is_main and history:
+        log.info("done: step %d, last loss %.4f -> %s", trainer.step, history[-1]["loss"], out / "final")
+    return history
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="clover train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,14 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
     trainer = Trainer(model, CloverObjective(objective, info), dataset,
                       TextCollator(model.tokenizer, model.config.text.max_length, masker), cfg, info, run_config)
-    if args.resume:
-        checkpoint = latest_checkpoint(out) if args.resume == "auto" else Path(args.resume)
-        if checkpoint is not None:
-            trainer.resume(checkpoint)
-            log.info("resumed from %s at step %d", checkpoint, trainer.step)
-    history = trainer.train(progress=not args.quiet)
-    if info.is_main and history:
-        log.info("done: step %d, last loss %.4f -> %s", trainer.step, history[-1]["loss"], out / "final")
+    run_trainer(trainer, args, out, info)
     cleanup()
     return 0
 
