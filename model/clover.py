@@ -103,7 +103,10 @@ class Clover(nn.Module):
             max_length=max_length or self.config.text.max_length,
             return_tensors="pt",
         )
-        return {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
+        out = {"input_ids": batch["input_ids"].to(self.device), "attention_mask": batch["attention_mask"].to(self.device)}
+        if pair is not None:  # positions of the second text (what `choice_logits` pools)
+            out["second_mask"] = (batch["token_type_ids"] * batch["attention_mask"]).to(self.device)
+        return out
 
     # ---- fusion ------------------------------------------------------------------------------------------
 
@@ -149,6 +152,10 @@ class Clover(nn.Module):
         logits = self.match_logits(cls)
         return (logits[:, 1] - logits[:, 0]).float()
 
+    def rerank_scores(self, match_log_odds: torch.Tensor, cosine: torch.Tensor) -> torch.Tensor:
+        """The score re-ranked results are ordered by: match log-odds + weight x dual cosine (config.heads)."""
+        return match_log_odds + self.config.heads.rerank_cosine_weight * cosine
+
     def open_qa_logits(self, video_tokens: torch.Tensor, texts: dict) -> torch.Tensor:
         if self.qa_head is None:
             raise RuntimeError("this checkpoint has no open-ended QA head (fine-tune with `clover finetune --task open-qa`)")
@@ -173,7 +180,13 @@ class Clover(nn.Module):
 
     def choice_logits(self, video_tokens: torch.Tensor, texts: dict, num_choices: int) -> torch.Tensor:
         video_tokens = video_tokens.repeat_interleave(num_choices, dim=0)  # (B*C, K, C)
-        return self.choice_head(self._fuse_texts(video_tokens, texts)).view(-1, num_choices)
+        video_tokens = video_tokens.to(self.device, dtype=next(self.fusion.parameters()).dtype)
+        _, hidden = self.encode_text(texts["input_ids"], texts["attention_mask"], return_hidden=True)
+        fused = self.fuse(video_tokens, hidden, texts["attention_mask"])[0][:, video_tokens.shape[1]:]
+        # Mean pooling over a 40-token prompt would dilute the few tokens in which candidates differ, so the
+        # choice head reads the candidate's own positions ([CLS] when the tower pools by [CLS], as in the paper).
+        pooled = fused[:, 0] if self.config.text.pooling == "cls" else self.pool_text(fused, texts["second_mask"])
+        return self.choice_head(pooled).view(-1, num_choices)
 
     @torch.no_grad()
     def answer_choice(self, video_tokens: torch.Tensor, questions: list[str], candidates: list[list[str]]) -> torch.Tensor:

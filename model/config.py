@@ -62,6 +62,9 @@ class HeadConfig:
     mc_hidden: int = 256  # multiple-choice MLP width (code: 768 -> 256 -> 1)
     qa_dropout: float = 0.5
     num_answers: int = 0  # open-ended answer vocabulary size; 0 until QA fine-tuning sets it
+    # Re-ranking score = fusion match log-odds + this x dual-encoder cosine (BLIP's ITM + ITC sum). 20 = 1/tau:
+    # both terms are then logits, and the fusion encoder refines the dual order instead of replacing it.
+    rerank_cosine_weight: float = 20.0
 
 
 @dataclass

@@ -60,8 +60,9 @@ def build_text_encoder(cfg: TextConfig, load_pretrained: bool = True) -> BertMod
     source = resolve_pretrained(cfg.pretrained) if load_pretrained else None
     if source is None:
         return BertModel(bert_config(cfg), add_pooling_layer=False)
-    with _quiet_transformers():
-        model = BertModel.from_pretrained(source, add_pooling_layer=False)
+    with _quiet_transformers():  # dropout is passed at build time: nn.Dropout keeps the p it was built with
+        model = BertModel.from_pretrained(source, add_pooling_layer=False, hidden_dropout_prob=cfg.dropout,
+                                          attention_probs_dropout_prob=cfg.dropout)
     found = model.config
     for name, want, got in [
         ("hidden_size", cfg.hidden_size, found.hidden_size),
@@ -75,7 +76,6 @@ def build_text_encoder(cfg: TextConfig, load_pretrained: bool = True) -> BertMod
         raise ValueError(f"text num_layers={cfg.num_layers} but {source} has only {found.num_hidden_layers}")
     model.encoder.layer = model.encoder.layer[: cfg.num_layers]
     model.config.num_hidden_layers = cfg.num_layers
-    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = cfg.dropout
     return model
 
 

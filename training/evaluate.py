@@ -196,11 +196,11 @@ def retrieval_queries(captions: list[list[str]], all_captions: bool = False):
 def rerank_similarity(
     model: Clover, sim: Tensor, video_tokens: Tensor, texts: list[str], k: int, batch_size: int = 64
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Re-rank each text's top-k videos by fusion match log-odds.
+    """Re-rank each text's top-k videos by `model.rerank_scores` (fusion match log-odds + weighted cosine).
 
     sim (Nq, Nv) dual-encoder cosines -> (reranked (Nq, Nv), top_k (Nq, k) video indices in dual order,
     match (Nq, k) log-odds). In `reranked` the top-k entries are replaced by row_max + (k - position) for
-    their new positions -- above every other video, in log-odds order with ties kept in dual order -- and
+    their new positions -- above every other video, in re-rank score order with ties kept in dual order -- and
     every entry below k is unchanged, so `retrieval_metrics(reranked, gt)` scores the re-ranked lists.
     """
     num_queries, num_videos = sim.shape
@@ -215,7 +215,8 @@ def rerank_similarity(
             with _autocast(model.device):
                 scores = model.match_score(video_tokens[rows.flatten()].to(model.device), pair_texts)  # (q*k,)
             match[start : start + rows.shape[0]] = scores.float().cpu().view(-1, k)
-    order = torch.sort(match, dim=1, descending=True, stable=True).indices  # stable: ties keep dual order
+    combined = model.rerank_scores(match, top_scores.float().cpu())
+    order = torch.sort(combined, dim=1, descending=True, stable=True).indices  # stable: ties keep dual order
     reranked = sim.clone().float()
     ceiling = sim.float().max(dim=1, keepdim=True).values  # (Nq, 1)
     position_score = ceiling + torch.arange(k, 0, -1, dtype=torch.float32)  # (Nq, k): best first

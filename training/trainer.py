@@ -58,6 +58,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     device: str = "auto"
     lr_multipliers: dict[str, float] = field(default_factory=dict)  # module prefix -> lr factor
+    freeze: list[str] = field(default_factory=list)  # parameter-name prefixes that get no gradient
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,6 +133,16 @@ def enable_grad_checkpointing(model: Clover) -> None:
         stage.forward = lambda x, _f=forward: checkpoint(_f, x, use_reentrant=False)
 
 
+def freeze_parameters(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """No gradient (and no optimizer state) for parameters whose names start with one of `prefixes`."""
+    for prefix in prefixes:
+        matched = [p for n, p in model.named_parameters() if n.startswith(prefix)]
+        if not matched:
+            raise ValueError(f"freeze: no parameter name starts with {prefix!r}")
+        for parameter in matched:
+            parameter.requires_grad_(False)
+
+
 LossFn = Callable[[torch.nn.Module, dict, torch.Generator], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
@@ -168,6 +179,7 @@ class Trainer:
         self.run_config = run_config or {}
         if cfg.grad_checkpointing:
             enable_grad_checkpointing(model)
+        freeze_parameters(model, cfg.freeze)
         self.step_module = self._wrap(TrainingStep(model, loss_fn))
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)

@@ -40,6 +40,12 @@ def match_scores(model: Any, video_tokens: np.ndarray, query: str) -> np.ndarray
     return scores.float().cpu().numpy().reshape(-1)
 
 
+def rerank_scores(model: Any, match_log_odds: np.ndarray, cosines: np.ndarray) -> np.ndarray:
+    """The model's re-ranking score from match log-odds and dual-encoder cosines, both [N] -> [N]."""
+    combined = model.rerank_scores(torch.from_numpy(match_log_odds).float(), torch.from_numpy(cosines).float())
+    return combined.numpy()
+
+
 def answer_open(model: Any, video_tokens: np.ndarray, question: str) -> np.ndarray:
     """Probabilities over the answer vocabulary for one question about one token grid: [1, K, C] -> [A]."""
     with torch.inference_mode():

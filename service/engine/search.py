@@ -3,8 +3,9 @@
 A query is encoded once (through the micro-batcher), FAISS returns the nearest *segments*, and segments are
 grouped per video keeping each video's best-scoring segment as its "moment". Pages are cut from the grouped
 list. With re-ranking, the best segments of the top `rerank_k` videos are re-scored by the fusion encoder from
-their cached tokens (`model.match_score`) and those videos are ordered by that score; videos below `rerank_k`
-keep their embedding order after them, so paging stays consistent.
+their cached tokens (`model.match_score`) and those videos are ordered by `model.rerank_scores` (match log-odds
+plus the weighted cosine); videos below `rerank_k` keep their embedding order after them, so paging stays
+consistent.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Hit:
     video: Any  # VideoRecord
     segment: Any  # SegmentRecord: the video's best moment
     score: float  # cosine similarity of query and segment embeddings
-    rerank_score: float | None = None  # fusion-encoder match log-odds, when re-ranked
+    rerank_score: float | None = None  # model.rerank_scores: match log-odds + weighted cosine, when re-ranked
 
 
 @dataclass
@@ -116,7 +117,9 @@ class SearchEngine:
             reranked = 0
             if params.rerank and hits:
                 top = hits[: params.rerank_k]
-                scores = self._rerank_scores(reader, [h.segment.segment_id for h in top], params.query)
+                match = self._rerank_scores(reader, [h.segment.segment_id for h in top], params.query)
+                cosines = np.array([h.score for h in top], dtype=np.float32)
+                scores = inference.rerank_scores(self.engine.require_model(), match, cosines)
                 for hit, value in zip(top, scores, strict=True):
                     hit.rerank_score = float(value)
                 # stable sort: equal rerank scores keep their embedding order

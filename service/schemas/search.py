@@ -42,7 +42,7 @@ class SearchHitPublic(BaseModel):
     start: float = Field(description="moment start, seconds")
     end: float = Field(description="moment end, seconds")
     score: float = Field(description="cosine similarity of query and moment embeddings")
-    rerank_score: float | None = Field(description="fusion-encoder match log-odds when re-ranked, else null")
+    rerank_score: float | None = Field(description="re-ranking score when re-ranked (fusion match log-odds + weighted cosine), else null")
     thumbnail_url: str
     stream_url: str = Field(description="the video, seekable; append #t=start to start at the moment")
     duration: float | None = Field(None, description="video length, seconds")

@@ -141,3 +141,24 @@ def test_open_qa_without_head_is_a_clear_error(model):
     tokens = torch.zeros(1, *fresh.video_token_shape)
     with pytest.raises(RuntimeError, match="no open-ended QA head"):
         fresh.answer_open(tokens, ["what color?"])
+
+
+def test_choice_head_reads_the_candidate_positions(model):
+    texts = model.choice_texts(["what does it do?"], [["moves left", "grows"]])
+    first = texts["input_ids"][0][texts["second_mask"][0].bool()]
+    assert model.tokenizer.decode(first) == "moves left [SEP]"
+    tokens = torch.randn(1, *model.video_token_shape)
+    fused = model.fuse(tokens.repeat(2, 1, 1), model.encode_text(texts["input_ids"], texts["attention_mask"],
+                                                                 return_hidden=True)[1], texts["attention_mask"])[0]
+    text_part = fused[:, tokens.shape[1]:]
+    pooled = model.pool_text(text_part, texts["second_mask"])
+    expected = model.choice_head(pooled).view(-1, 2)
+    torch.testing.assert_close(model.choice_logits(tokens, texts, 2), expected)
+
+
+def test_text_dropout_is_applied_to_the_pretrained_tower():
+    """The dropout of the config reaches the nn.Dropout modules of the loaded MiniLM (not only its config)."""
+    tower = create_model("clover-tiny", text={"dropout": 0.3}).text_encoder
+    rates = {m.p for m in tower.modules() if isinstance(m, torch.nn.Dropout)}
+    assert rates == {0.3}
+    assert create_model("clover-tiny").config.text.dropout == 0.0  # the tiny preset trains without dropout

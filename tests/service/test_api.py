@@ -74,13 +74,14 @@ def test_rerank_orders_top_videos_by_fusion_score(client):
     assert all(r["rerank_score"] is not None for r in reranked)
     assert [r["rerank_score"] for r in reranked] == sorted([r["rerank_score"] for r in reranked], reverse=True)
     assert all(r["rerank_score"] is None for r in results[3:])
-    # the rerank score is the model's match log-odds on the segment's cached tokens
+    # the rerank score is the model's match log-odds on the segment's cached tokens plus the weighted cosine
     with engine.readers.lease() as reader:
         from service.engine.inference import match_scores
 
         top = reranked[0]
-        expected = match_scores(engine.model, reader.video_tokens([top["segment_id"]]), "grey bar")[0]
-    assert top["rerank_score"] == pytest.approx(float(expected), abs=1e-4)
+        match = match_scores(engine.model, reader.video_tokens([top["segment_id"]]), "grey bar")[0]
+    weight = engine.model.config.heads.rerank_cosine_weight
+    assert top["rerank_score"] == pytest.approx(float(match) + weight * top["score"], abs=1e-3)
     # the same three videos as without re-ranking, just reordered
     plain = client.get("/search", params={"q": "grey bar", "k": 3}).json()["results"]
     assert {r["video_id"] for r in plain} == {r["video_id"] for r in reranked}

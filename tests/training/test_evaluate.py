@@ -115,6 +115,9 @@ class StubMatcher(nn.Module):
         self.calls += 1
         return (video_tokens[:, 0, 0].float() == torch.tensor([float(t) for t in texts])).float()
 
+    def rerank_scores(self, match, cosine):  # the match score alone (Clover adds a weighted cosine)
+        return match
+
 
 def test_rerank_reorders_only_the_top_k():
     torch.manual_seed(1)
@@ -150,6 +153,7 @@ def test_a_perfect_reranker_lifts_every_top_k_hit_to_rank_1(library, monkeypatch
     ids = torch.arange(len(samples)).float().view(-1, 1, 1).expand(-1, 2, 2).contiguous()
     queries = [s.captions[0] for s in samples]
     stub = StubMatcher()
+    monkeypatch.setattr(model.config.heads, "rerank_cosine_weight", 0.0)  # the stub's score alone decides
     monkeypatch.setattr(model, "match_score",
                         lambda tokens, texts: stub.match_score(tokens, [str(queries.index(t)) for t in texts]))
     result = evaluate_retrieval(model, EncodedVideos(encoded.index, encoded.embeddings, ids),
@@ -238,3 +242,21 @@ def test_cli_writes_the_json(library, tmp_path):
     assert result["num_videos"] == 4 and result["split"] == "test" and result["checkpoint"] == str(checkpoint)
     assert set(result["retrieval"]) >= {"t2v", "v2t", "t2v_rerank"}
     assert 0.0 <= result["retrieval"]["t2v_rerank"]["R@1"] <= 100.0
+
+
+def test_rerank_score_adds_the_weighted_cosine(library, monkeypatch):
+    """Clover.rerank_scores = match log-odds + weight x cosine: a large weight keeps the dual order, weight 0
+    orders by the fusion score alone."""
+    model = library.model
+    match, cosine = torch.tensor([0.0, 3.0, -1.0]), torch.tensor([0.5, 0.1, 0.9])
+    monkeypatch.setattr(model.config.heads, "rerank_cosine_weight", 20.0)
+    torch.testing.assert_close(model.rerank_scores(match, cosine), match + 20.0 * cosine)
+    sim = torch.tensor([[0.9, 0.5, 0.1]])
+    tokens = torch.zeros(3, *model.video_token_shape)
+    monkeypatch.setattr(model.config.heads, "rerank_cosine_weight", 1e6)
+    reranked, _, _ = rerank_similarity(model, sim, tokens, ["a small red circle moves left"], k=3)
+    assert reranked[0].argsort(descending=True).tolist() == [0, 1, 2]
+    monkeypatch.setattr(model.config.heads, "rerank_cosine_weight", 0.0)
+    monkeypatch.setattr(model, "match_score", lambda tokens, texts: torch.tensor([-1.0, 0.0, 2.0]))
+    reranked, _, _ = rerank_similarity(model, sim, tokens, ["a small red circle moves left"], k=3)
+    assert reranked[0].argsort(descending=True).tolist() == [2, 1, 0]

@@ -163,3 +163,14 @@ def test_mc_qa_end_to_end_trains_the_video_encoder(world, tmp_path):
     name = "video_encoder.swin.patch_embed.proj.weight"
     assert not torch.equal(before[name], after[name])
     assert not (out / "final" / "qa_answers.json").exists()
+
+
+def test_trainer_freezes_parameters_by_prefix(tmp_path):
+    from training.trainer import freeze_parameters
+
+    model = tiny_model()
+    freeze_parameters(model, ["text_encoder.embeddings.word_embeddings"])
+    assert not model.text_encoder.embeddings.word_embeddings.weight.requires_grad
+    assert model.text_encoder.embeddings.position_embeddings.weight.requires_grad
+    with pytest.raises(ValueError, match="no parameter"):
+        freeze_parameters(model, ["text_encoder.nothing"])
