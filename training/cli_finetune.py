@@ -7,8 +7,9 @@
 
 Tasks: `retrieval` (the two uni-modal encoders, symmetric InfoNCE); `open-qa` (a new answer-vocabulary head over
 the training split's most frequent open-ended answers, saved as qa_answers.json); `mc-qa` (the choice head over
-each question's candidates); `qa` (both, one checkpoint that answers either kind); `rerank` (video-text
-matching with hard negatives on cached video tokens: the fusion encoder and head behind `rerank=true`). QA freezes the video encoder
+each question's candidates); `qa` (both, one checkpoint that answers either kind); `rerank` (each caption against
+its video and its hardest in-batch negatives on cached video tokens, listwise + matching loss: the fusion encoder
+and head behind `rerank=true`). QA freezes the video encoder
 and trains from video tokens cached once (`--no-freeze-video` trains end to end, much slower on a CPU).
 
 Per-task defaults (flags and `--config`'s "train" section override them): retrieval lr 1.2e-5 and weight decay
@@ -37,10 +38,10 @@ from .finetune import (
     RETRIEVAL_TAU,
     TASKS,
     CaptionCollator,
-    MatchingObjective,
     QACollator,
     QAObjective,
     QuestionDataset,
+    RerankObjective,
     RetrievalObjective,
     build_answer_vocab,
     cache_video_tokens,
@@ -85,6 +86,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--freeze-text", action=argparse.BooleanOptionalAction, default=None,
                         help="freeze the text encoder (default: on for QA and rerank, so the checkpoint's search "
                              "quality is exactly the pretrained one's; off for retrieval)")
+    parser.add_argument("--rerank-group", type=int, default=8,
+                        help="rerank: each caption's true video plus its hardest in-batch negatives, this many")
     parser.add_argument("--head-lr-mult", type=float, default=10.0, help="lr factor of the new QA heads")
     parser.add_argument("--token-batch-size", type=int, default=32, help="clips per forward when caching tokens")
     parser.add_argument("--eval-split", help="evaluate the final model on this split (RUN/final/eval_SPLIT.json)")
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         notes["frozen_text"] = args.freeze_text
     elif args.task == "rerank":
         dataset, collate, notes = build_rerank(args, model, cfg)
-        loss_fn = MatchingObjective(args.tau)
+        loss_fn = RerankObjective(args.rerank_group)
     else:
         dataset, collate, notes = build_qa(args, model, freeze, cfg, out)
         loss_fn = QAObjective()

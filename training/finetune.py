@@ -233,22 +233,47 @@ class CaptionCollator:
                 "attention_mask": tokens["attention_mask"], "same_caption": same}
 
 
-class MatchingObjective(nn.Module):
-    """Video-text matching with hard negatives on cached video tokens: trains the fusion encoder and the
-    matching head that re-rank search results, at the cost of text and fusion passes only."""
+class RerankObjective(nn.Module):
+    """Trains the fusion encoder and matching head on cached video tokens the way re-ranking uses them.
 
-    def __init__(self, tau: float = RETRIEVAL_TAU):
+    Each caption is fused with its own video and the `group - 1` videos of the batch that the dual encoder ranks
+    closest to it (the hard negatives a re-ranker sees in a top-k list), and
+    - listwise: a softmax over the group of `model.rerank_scores(match log-odds, cosine)` must pick the true
+      video (localized contrastive estimation, Gao et al. 2021), so the fusion encoder learns what the dual
+      order gets wrong;
+    - pointwise: every fused pair is classified match / no match (ALBEF's matching loss), so the head's
+      log-odds stay a matching score.
+    """
+
+    def __init__(self, group: int = 8):
         super().__init__()
-        self.tau = tau
+        if group < 2:
+            raise ValueError("a re-ranking group needs the true video and at least one negative")
+        self.group = group
 
     def forward(self, model: Clover, batch: dict, generator: torch.Generator | None = None):
-        from .objective import matching_loss
-
-        tokens = batch["video_tokens"].float()  # (B, K, C)
-        with torch.no_grad():  # negatives are drawn by the dual encoder's similarity, as at search time
+        tokens, mask = batch["video_tokens"].float(), batch["attention_mask"]  # (B, K, C), (B, L)
+        batch_size = tokens.shape[0]
+        with torch.no_grad():  # candidates are ordered by the dual encoder, as at search time
             video_e = F.normalize(model.video_proj(tokens), dim=-1)
-        text_e, hidden = model.encode_text(batch["input_ids"], batch["attention_mask"], return_hidden=True)
-        exclude = batch["same_caption"] & ~torch.eye(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-        loss = matching_loss(model, video_e, text_e, tokens, hidden, batch["attention_mask"], self.tau, generator,
-                             exclude)
-        return loss, {"matching": loss.detach()}
+        text_e, hidden = model.encode_text(batch["input_ids"], mask, return_hidden=True)
+        cosine = text_e.detach() @ video_e.T  # (B texts, B videos)
+        own = torch.eye(batch_size, dtype=torch.bool, device=tokens.device)
+        negative_scores = cosine.masked_fill(own | batch["same_caption"].to(tokens.device), float("-inf"))
+        group = min(self.group, batch_size)
+        negatives = negative_scores.topk(group - 1, dim=1).indices  # (B, group-1), hardest first
+        candidates = torch.cat([torch.arange(batch_size, device=tokens.device)[:, None], negatives], dim=1)
+        valid = torch.cat([torch.ones_like(own[:, :1]), negative_scores.gather(1, negatives) > float("-inf")], dim=1)
+
+        fused = model.fuse(tokens[candidates.flatten()], hidden.repeat_interleave(group, dim=0),
+                           mask.repeat_interleave(group, dim=0))[1]
+        logits = model.match_logits(fused).float()  # (B*group, 2)
+        log_odds = (logits[:, 1] - logits[:, 0]).view(batch_size, group)
+        scores = model.rerank_scores(log_odds, cosine.gather(1, candidates)).masked_fill(~valid, float("-inf"))
+        target = torch.zeros(batch_size, dtype=torch.long, device=tokens.device)  # the true video is column 0
+        listwise = F.cross_entropy(scores, target)
+        labels = torch.zeros(batch_size, group, dtype=torch.long, device=tokens.device)
+        labels[:, 0] = 1
+        keep = valid.flatten()
+        pointwise = F.cross_entropy(logits[keep], labels.flatten()[keep])
+        return listwise + pointwise, {"listwise": listwise.detach(), "matching": pointwise.detach()}

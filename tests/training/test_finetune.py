@@ -15,7 +15,9 @@ from training.finetune import (
     IGNORE,
     QACollator,
     QAObjective,
+    CaptionCollator,
     QuestionDataset,
+    RerankObjective,
     RetrievalObjective,
     build_answer_vocab,
     cache_video_tokens,
@@ -174,3 +176,41 @@ def test_trainer_freezes_parameters_by_prefix(tmp_path):
     assert model.text_encoder.embeddings.position_embeddings.weight.requires_grad
     with pytest.raises(ValueError, match="no parameter"):
         freeze_parameters(model, ["text_encoder.nothing"])
+
+
+def test_rerank_objective_equals_a_loop_over_each_captions_group():
+    """Listwise CE over (true video + hardest in-batch negatives) of match log-odds + weighted cosine, plus the
+    pairwise matching CE over the same pairs, against a per-caption loop through the model's own calls."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    captions = ["a red circle moves left", "a blue square grows", "a red circle moves left", "a green cross",
+                "a white square shrinks"]
+    tokens = torch.randn(5, *model.video_token_shape)
+    collate = CaptionCollator(tokens, model.tokenizer, 16)
+    batch = collate([{"row": i, "caption": c} for i, c in enumerate(captions)])
+    loss, terms = RerankObjective(group=3)(model, batch)
+
+    with torch.no_grad():
+        video_e = F.normalize(model.video_proj(tokens), dim=-1)
+        text_e = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        listwise, pairs, labels = [], [], []
+        for i, caption in enumerate(captions):
+            others = [j for j in range(5) if j != i and captions[j] != caption]
+            hardest = sorted(others, key=lambda j: -float(text_e[i] @ video_e[j]))[:2]
+            group = [i, *hardest]
+            text = model.tokenize([caption], max_length=16)
+            _, hidden = model.encode_text(text["input_ids"], text["attention_mask"], return_hidden=True)
+            logits = torch.stack([model.match_logits(model.fuse(tokens[j : j + 1], hidden, text["attention_mask"])[1])[0]
+                                  for j in group])  # (3, 2)
+            cosine = torch.stack([text_e[i] @ video_e[j] for j in group])
+            scores = model.rerank_scores(logits[:, 1] - logits[:, 0], cosine)
+            listwise.append(F.cross_entropy(scores[None], torch.tensor([0])))
+            pairs.append(logits)
+            labels += [1, 0, 0]
+        expected_listwise = torch.stack(listwise).mean()
+        expected_matching = F.cross_entropy(torch.cat(pairs), torch.tensor(labels))
+    torch.testing.assert_close(terms["listwise"], expected_listwise, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(terms["matching"], expected_matching, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(loss.detach(), expected_listwise + expected_matching, atol=1e-4, rtol=1e-4)
