@@ -13,9 +13,9 @@ from tests.video_factory import write_video
 from training.data import Sample
 from training.finetune import (
     IGNORE,
+    CaptionCollator,
     QACollator,
     QAObjective,
-    CaptionCollator,
     QuestionDataset,
     RerankObjective,
     RetrievalObjective,
