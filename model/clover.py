@@ -40,7 +40,8 @@ class Clover(nn.Module):
             self.fusion.init_from_text_layers(self.text_encoder.encoder.layer)
 
         heads = config.heads
-        self.video_proj = VideoProjection(self.video_encoder.out_dim, heads.video_hidden, config.embed_dim)
+        self.video_proj = VideoProjection(self.video_encoder.out_dim, heads.video_hidden, config.embed_dim,
+                                          heads.video_pooling, self.video_encoder.num_tokens)
         self.text_proj = ClsProjection(hidden, config.embed_dim)
         self.fused_proj = ClsProjection(hidden, config.embed_dim)
         self.mlm_head = MLMHead(hidden, bert_cfg.vocab_size, eps=bert_cfg.layer_norm_eps)

@@ -8,16 +8,26 @@ from torch import nn
 
 
 class VideoProjection(nn.Module):
-    """Mean-pooled video tokens -> D: Linear -> LN -> GELU -> Linear -> LN (code: 1024 -> 1536 -> 768)."""
+    """Video tokens -> D: Linear -> LN -> GELU -> Linear -> LN (code: 1024 -> 1536 -> 768).
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int):
+    `pooling="mean"` (the paper) averages the K tokens first. `"flatten"` feeds all K tokens concatenated, so the
+    embedding keeps where and when each token was: Swin has only relative positions, and a mean over a small
+    grid cannot tell "moves left" from "moves right" (used by clover-tiny, whose grid is 4 x 2 x 2).
+    """
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, pooling: str = "mean", num_tokens: int = 1):
         super().__init__()
+        if pooling not in ("mean", "flatten"):
+            raise ValueError(f"video pooling must be 'mean' or 'flatten', got {pooling!r}")
+        self.pooling = pooling
+        width = in_dim * num_tokens if pooling == "flatten" else in_dim
         self.mlp = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, out_dim), nn.LayerNorm(out_dim)
+            nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, out_dim), nn.LayerNorm(out_dim)
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, K, C) -> (B, D)
-        return self.mlp(tokens.mean(dim=1))
+        pooled = tokens.flatten(1) if self.pooling == "flatten" else tokens.mean(dim=1)
+        return self.mlp(pooled)
 
 
 class ClsProjection(nn.Module):

@@ -31,11 +31,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default="runs/demo", help="where the world, runs, index and logs go")
     p.add_argument("--videos", type=int, default=3000, help="synthetic clips to render (test split: 500)")
-    p.add_argument("--train-minutes", type=float, default=7.5, help="wall-clock budget of pretraining")
-    p.add_argument("--train-steps", type=int, default=160,
-                   help="pretraining steps of 64 clips (the schedule's length; ~2.9 s each on 2 idle cores)")
+    p.add_argument("--train-minutes", type=float, default=6.5, help="wall-clock budget of pretraining")
+    p.add_argument("--train-steps", type=int, default=280,
+                   help="pretraining steps of 32 clips (the schedule's length; ~1.35 s each on 2 idle cores)")
     p.add_argument("--qa-minutes", type=float, default=2.0, help="wall-clock budget of QA fine-tuning")
-    p.add_argument("--rerank-minutes", type=float, default=1.5, help="wall-clock budget of re-ranker fine-tuning")
+    p.add_argument("--rerank-minutes", type=float, default=1.0, help="wall-clock budget of re-ranker fine-tuning")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--no-serve", action="store_true", help="build everything, print examples, then stop")
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         run("synth", ["synth", "--out", str(world), "--num-videos", str(args.videos), "--seed", "0", "--quiet"], logs)
     if not (pretrain / "final" / "model.safetensors").is_file():
         run("pretrain", ["train", "--data", str(world), "--model", "clover-tiny", "--out", str(pretrain),
-                         "--config", "tiny-synthworld", "--max-steps", str(args.train_steps),
+                         "--config", "tiny-synthworld-b32", "--max-steps", str(args.train_steps),
                          "--max-minutes", str(args.train_minutes), "--resume", "auto", "--quiet"], logs)
     if not (qa / "final" / "model.safetensors").is_file():
         run("finetune-qa", ["finetune", "--task", "qa", "--init", str(pretrain / "final"), "--data", str(world),

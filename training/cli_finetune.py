@@ -8,8 +8,8 @@
 Tasks: `retrieval` (the two uni-modal encoders, symmetric InfoNCE); `open-qa` (a new answer-vocabulary head over
 the training split's most frequent open-ended answers, saved as qa_answers.json); `mc-qa` (the choice head over
 each question's candidates); `qa` (both, one checkpoint that answers either kind); `rerank` (each caption against
-its video and its hardest in-batch negatives on cached video tokens, listwise + matching loss: the fusion encoder
-and head behind `rerank=true`). QA freezes the video encoder
+its video and hard negatives mined by the dual encoder, on cached video tokens, listwise + matching loss: the
+fusion encoder and head behind `rerank=true`). QA freezes the video encoder
 and trains from video tokens cached once (`--no-freeze-video` trains end to end, much slower on a CPU).
 
 Per-task defaults (flags and `--config`'s "train" section override them): retrieval lr 1.2e-5 and weight decay
@@ -37,10 +37,11 @@ from .evaluate import evaluate, summary_lines
 from .finetune import (
     RETRIEVAL_TAU,
     TASKS,
-    CaptionCollator,
     QACollator,
     QAObjective,
     QuestionDataset,
+    RerankCollator,
+    RerankDataset,
     RerankObjective,
     RetrievalObjective,
     build_answer_vocab,
@@ -48,6 +49,7 @@ from .finetune import (
     caption_items,
     freeze_text,
     freeze_video,
+    mine_hard_negatives,
     question_items,
 )
 from .formats import FORMATS, read_any
@@ -87,7 +89,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="freeze the text encoder (default: on for QA and rerank, so the checkpoint's search "
                              "quality is exactly the pretrained one's; off for retrieval)")
     parser.add_argument("--rerank-group", type=int, default=8,
-                        help="rerank: each caption's true video plus its hardest in-batch negatives, this many")
+                        help="rerank: each caption's true video plus negatives drawn from its 2x(group-1) nearest "
+                             "videos in the training set, this many per caption")
     parser.add_argument("--head-lr-mult", type=float, default=10.0, help="lr factor of the new QA heads")
     parser.add_argument("--token-batch-size", type=int, default=32, help="clips per forward when caching tokens")
     parser.add_argument("--eval-split", help="evaluate the final model on this split (RUN/final/eval_SPLIT.json)")
@@ -110,7 +113,7 @@ def build_qa(args: argparse.Namespace, model: Clover, freeze: bool, cfg, out: Pa
         freeze_video(model)
         # Encode on the training device; the Trainer moves the model there anyway.
         tokens, rows = cache_video_tokens(model.to(resolve_device(cfg.device)), samples, args.token_batch_size,
-                                          workers=cfg.workers)
+                                          workers=max(1, cfg.workers))  # decode beside the encoder
         videos = None
     else:
         videos = build_dataset(args.data, args.split, model, args, train=True, seed=cfg.seed,
@@ -127,17 +130,19 @@ def build_qa(args: argparse.Namespace, model: Clover, freeze: bool, cfg, out: Pa
 
 
 def build_rerank(args: argparse.Namespace, model: Clover, cfg):
-    """-> (dataset, collate, notes) for matching on cached tokens (the video encoder is frozen)."""
+    """-> (dataset, collate, notes) for re-ranking on cached tokens (the video encoder is frozen)."""
     samples = read_any(resolve_split(args.data, args.split), fmt=args.format)
     freeze_video(model)
     tokens, rows = cache_video_tokens(model.to(resolve_device(cfg.device)), samples, args.token_batch_size,
-                                      workers=cfg.workers)
+                                      workers=max(1, cfg.workers))
     items = caption_items(samples, rows)
     if not items:
         raise SystemExit(f"clover finetune: no captions in the {args.split} split")
-    notes = {"num_pairs": len(items), "frozen_video": True}
-    return QuestionDataset(items, seed=cfg.seed), CaptionCollator(tokens, model.tokenizer,
-                                                                  model.config.text.max_length), notes
+    mine_hard_negatives(model, tokens, items, pool=2 * (args.rerank_group - 1))
+    items = [item for item in items if len(item["negatives"]) >= args.rerank_group - 1]
+    notes = {"num_pairs": len(items), "group": args.rerank_group, "frozen_video": True}
+    return (RerankDataset(items, args.rerank_group, seed=cfg.seed),
+            RerankCollator(tokens, model.tokenizer, model.config.text.max_length), notes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         notes["frozen_text"] = args.freeze_text
     elif args.task == "rerank":
         dataset, collate, notes = build_rerank(args, model, cfg)
-        loss_fn = RerankObjective(args.rerank_group)
+        loss_fn = RerankObjective()
     else:
         dataset, collate, notes = build_qa(args, model, freeze, cfg, out)
         loss_fn = QAObjective()

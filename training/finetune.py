@@ -217,27 +217,67 @@ def caption_items(samples: list[Sample], rows: dict[int, int], per_video: int = 
             for caption in sample.captions[:per_video]]
 
 
-class CaptionCollator:
-    """Items -> {"video_tokens" (B, K, C) from the cache, "input_ids"/"attention_mask", "same_caption" (B, B)}."""
+@torch.no_grad()
+def mine_hard_negatives(model: Clover, video_tokens: torch.Tensor, items: list[dict[str, Any]], pool: int,
+                        batch_size: int = 256) -> None:
+    """Adds item["negatives"]: the `pool` token rows the dual encoder ranks closest to each caption, over the
+    whole training set (what a re-ranker meets in a top-k list), leaving out the caption's own video and every
+    video that has the same caption."""
+    model.eval()
+    video_e = torch.cat([F.normalize(model.video_proj(chunk.float()), dim=-1)
+                         for chunk in video_tokens.split(batch_size)])  # (N, D)
+    rows_of_caption: dict[str, set[int]] = {}
+    for item in items:
+        rows_of_caption.setdefault(item["caption"], set()).add(item["row"])
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        texts = model.tokenize([item["caption"] for item in chunk])
+        sim = model.encode_text(texts["input_ids"], texts["attention_mask"]) @ video_e.T  # (b, N)
+        for row_sim, item in zip(sim, chunk, strict=True):
+            positives = rows_of_caption[item["caption"]] | {item["row"]}
+            ranked = row_sim.topk(min(len(row_sim), pool + len(positives))).indices.tolist()
+            item["negatives"] = [r for r in ranked if r not in positives][:pool]
+
+
+class RerankDataset(Dataset):
+    """Caption items with their mined negatives; each epoch draws `group - 1` of them per caption (seeded), so
+    item i is (caption, [own video row, negative rows...])."""
+
+    def __init__(self, items: list[dict[str, Any]], group: int, seed: int = 0):
+        if group < 2:
+            raise ValueError("a re-ranking group needs the true video and at least one negative")
+        self.items, self.group, self.seed = items, group, seed
+        self.epoch = 0  # set by the Trainer
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.items[i]
+        rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF)
+        negatives = rng.sample(item["negatives"], min(self.group - 1, len(item["negatives"])))
+        return {"caption": item["caption"], "rows": [item["row"], *negatives]}
+
+
+class RerankCollator:
+    """Items -> {"video_tokens" (B, G, K, C) from the cache, column 0 the true video; "input_ids" and
+    "attention_mask" of the captions}. Every caption needs the same group size G."""
 
     def __init__(self, video_tokens: torch.Tensor, tokenizer: Any, max_length: int):
         self.video_tokens, self.tokenizer, self.max_length = video_tokens, tokenizer, max_length
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        captions = [item["caption"] for item in items]
-        rows = torch.tensor([item["row"] for item in items])
-        tokens = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length,
-                                return_tensors="pt")
-        same = torch.tensor([[a == b for b in captions] for a in captions]) | (rows[:, None] == rows[None, :])
+        tokens = self.tokenizer([item["caption"] for item in items], padding=True, truncation=True,
+                                max_length=self.max_length, return_tensors="pt")
+        rows = torch.tensor([item["rows"] for item in items])  # (B, G)
         return {"video_tokens": self.video_tokens[rows], "input_ids": tokens["input_ids"],
-                "attention_mask": tokens["attention_mask"], "same_caption": same}
+                "attention_mask": tokens["attention_mask"]}
 
 
 class RerankObjective(nn.Module):
     """Trains the fusion encoder and matching head on cached video tokens the way re-ranking uses them.
 
-    Each caption is fused with its own video and the `group - 1` videos of the batch that the dual encoder ranks
-    closest to it (the hard negatives a re-ranker sees in a top-k list), and
+    Each caption is fused with its own video and hard negatives mined by the dual encoder (`RerankCollator`):
     - listwise: a softmax over the group of `model.rerank_scores(match log-odds, cosine)` must pick the true
       video (localized contrastive estimation, Gao et al. 2021), so the fusion encoder learns what the dual
       order gets wrong;
@@ -245,35 +285,20 @@ class RerankObjective(nn.Module):
       log-odds stay a matching score.
     """
 
-    def __init__(self, group: int = 8):
-        super().__init__()
-        if group < 2:
-            raise ValueError("a re-ranking group needs the true video and at least one negative")
-        self.group = group
-
     def forward(self, model: Clover, batch: dict, generator: torch.Generator | None = None):
-        tokens, mask = batch["video_tokens"].float(), batch["attention_mask"]  # (B, K, C), (B, L)
-        batch_size = tokens.shape[0]
-        with torch.no_grad():  # candidates are ordered by the dual encoder, as at search time
-            video_e = F.normalize(model.video_proj(tokens), dim=-1)
+        tokens, mask = batch["video_tokens"].float(), batch["attention_mask"]  # (B, G, K, C), (B, L)
+        batch_size, group = tokens.shape[:2]
+        flat = tokens.flatten(0, 1)  # (B*G, K, C)
+        with torch.no_grad():  # the dual encoder's cosine, as at search time
+            video_e = F.normalize(model.video_proj(flat), dim=-1).view(batch_size, group, -1)
         text_e, hidden = model.encode_text(batch["input_ids"], mask, return_hidden=True)
-        cosine = text_e.detach() @ video_e.T  # (B texts, B videos)
-        own = torch.eye(batch_size, dtype=torch.bool, device=tokens.device)
-        negative_scores = cosine.masked_fill(own | batch["same_caption"].to(tokens.device), float("-inf"))
-        group = min(self.group, batch_size)
-        negatives = negative_scores.topk(group - 1, dim=1).indices  # (B, group-1), hardest first
-        candidates = torch.cat([torch.arange(batch_size, device=tokens.device)[:, None], negatives], dim=1)
-        valid = torch.cat([torch.ones_like(own[:, :1]), negative_scores.gather(1, negatives) > float("-inf")], dim=1)
-
-        fused = model.fuse(tokens[candidates.flatten()], hidden.repeat_interleave(group, dim=0),
-                           mask.repeat_interleave(group, dim=0))[1]
-        logits = model.match_logits(fused).float()  # (B*group, 2)
+        cosine = torch.einsum("bd,bgd->bg", text_e.detach(), video_e)  # (B, G)
+        fused = model.fuse(flat, hidden.repeat_interleave(group, dim=0), mask.repeat_interleave(group, dim=0))[1]
+        logits = model.match_logits(fused).float()  # (B*G, 2)
         log_odds = (logits[:, 1] - logits[:, 0]).view(batch_size, group)
-        scores = model.rerank_scores(log_odds, cosine.gather(1, candidates)).masked_fill(~valid, float("-inf"))
         target = torch.zeros(batch_size, dtype=torch.long, device=tokens.device)  # the true video is column 0
-        listwise = F.cross_entropy(scores, target)
+        listwise = F.cross_entropy(model.rerank_scores(log_odds, cosine), target)
         labels = torch.zeros(batch_size, group, dtype=torch.long, device=tokens.device)
         labels[:, 0] = 1
-        keep = valid.flatten()
-        pointwise = F.cross_entropy(logits[keep], labels.flatten()[keep])
+        pointwise = F.cross_entropy(logits, labels.flatten())
         return listwise + pointwise, {"listwise": listwise.detach(), "matching": pointwise.detach()}

@@ -13,15 +13,17 @@ from tests.video_factory import write_video
 from training.data import Sample
 from training.finetune import (
     IGNORE,
-    CaptionCollator,
     QACollator,
     QAObjective,
     QuestionDataset,
+    RerankCollator,
+    RerankDataset,
     RerankObjective,
     RetrievalObjective,
     build_answer_vocab,
     cache_video_tokens,
     freeze_video,
+    mine_hard_negatives,
     question_items,
 )
 
@@ -178,33 +180,51 @@ def test_trainer_freezes_parameters_by_prefix(tmp_path):
         freeze_parameters(model, ["text_encoder.nothing"])
 
 
+def test_mined_negatives_are_the_nearest_other_videos():
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    tokens = torch.randn(6, *model.video_token_shape)
+    captions = ["a red circle moves left", "a blue square grows", "a red circle moves left", "a green cross",
+                "a white square shrinks", "a small purple triangle"]
+    items = [{"row": i, "caption": c} for i, c in enumerate(captions)]
+    mine_hard_negatives(model, tokens, items, pool=3)
+    with torch.no_grad():
+        video_e = torch.nn.functional.normalize(model.video_proj(tokens), dim=-1)
+        text = model.tokenize(captions)
+        text_e = model.encode_text(text["input_ids"], text["attention_mask"])
+    for i, item in enumerate(items):
+        others = [j for j in range(6) if j != i and captions[j] != captions[i]]  # rows 0 and 2 share a caption
+        assert item["negatives"] == sorted(others, key=lambda j: -float(text_e[i] @ video_e[j]))[:3]
+    dataset = RerankDataset(items, group=3, seed=0)
+    first = dataset[0]
+    assert first["rows"][0] == 0 and set(first["rows"][1:]) <= set(items[0]["negatives"]) and len(first["rows"]) == 3
+    assert dataset[0] == first  # seeded per epoch
+    batch = RerankCollator(tokens, model.tokenizer, 16)([dataset[i] for i in range(4)])
+    assert batch["video_tokens"].shape == (4, 3, *model.video_token_shape)
+
+
 def test_rerank_objective_equals_a_loop_over_each_captions_group():
-    """Listwise CE over (true video + hardest in-batch negatives) of match log-odds + weighted cosine, plus the
-    pairwise matching CE over the same pairs, against a per-caption loop through the model's own calls."""
+    """Listwise CE over (true video + negatives) of match log-odds + weighted cosine, plus the pairwise matching
+    CE over the same pairs, against a per-caption loop through the model's own calls."""
     import torch.nn.functional as F
 
     torch.manual_seed(0)
     model = tiny_model().eval()
-    captions = ["a red circle moves left", "a blue square grows", "a red circle moves left", "a green cross",
-                "a white square shrinks"]
+    captions = ["a red circle moves left", "a blue square grows", "a green cross moves up"]
+    groups = [[0, 3, 4], [1, 0, 2], [2, 4, 1]]
     tokens = torch.randn(5, *model.video_token_shape)
-    collate = CaptionCollator(tokens, model.tokenizer, 16)
-    batch = collate([{"row": i, "caption": c} for i, c in enumerate(captions)])
-    loss, terms = RerankObjective(group=3)(model, batch)
+    batch = RerankCollator(tokens, model.tokenizer, 16)([{"caption": c, "rows": g} for c, g in zip(captions, groups, strict=True)])
+    loss, terms = RerankObjective()(model, batch)
 
     with torch.no_grad():
         video_e = F.normalize(model.video_proj(tokens), dim=-1)
-        text_e = model.encode_text(batch["input_ids"], batch["attention_mask"])
         listwise, pairs, labels = [], [], []
-        for i, caption in enumerate(captions):
-            others = [j for j in range(5) if j != i and captions[j] != caption]
-            hardest = sorted(others, key=lambda j: -float(text_e[i] @ video_e[j]))[:2]
-            group = [i, *hardest]
+        for caption, group in zip(captions, groups, strict=True):
             text = model.tokenize([caption], max_length=16)
-            _, hidden = model.encode_text(text["input_ids"], text["attention_mask"], return_hidden=True)
+            text_e, hidden = model.encode_text(text["input_ids"], text["attention_mask"], return_hidden=True)
             logits = torch.stack([model.match_logits(model.fuse(tokens[j : j + 1], hidden, text["attention_mask"])[1])[0]
                                   for j in group])  # (3, 2)
-            cosine = torch.stack([text_e[i] @ video_e[j] for j in group])
+            cosine = torch.stack([text_e[0] @ video_e[j] for j in group])
             scores = model.rerank_scores(logits[:, 1] - logits[:, 0], cosine)
             listwise.append(F.cross_entropy(scores[None], torch.tensor([0])))
             pairs.append(logits)
