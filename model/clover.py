@@ -35,7 +35,8 @@ class Clover(nn.Module):
         bert_cfg = self.text_encoder.config
         hidden = bert_cfg.hidden_size
         self.fusion = FusionEncoder(bert_cfg, config.fusion.num_layers, self.video_encoder.out_dim,
-                                    self.video_encoder.token_grid)
+                                    self.video_encoder.token_grid,
+                                    clip_dim=config.embed_dim if config.fusion.clip_token else None)
         if config.fusion.init_from_text:
             self.fusion.init_from_text_layers(self.text_encoder.encoder.layer)
 
@@ -114,8 +115,17 @@ class Clover(nn.Module):
     def fuse(self, video_tokens: torch.Tensor, text_hidden: torch.Tensor, text_mask: torch.Tensor):
         """-> (fused [B, K+L, H], pooled [B, H]); pooled is the fused text part pooled like the text tower
         ([CLS], the paper's m_cls, or the masked mean) and feeds every head on the fusion encoder."""
-        fused = self.fusion(video_tokens, text_hidden, text_mask)
+        clip = self.video_proj(video_tokens.to(text_hidden.dtype)) if self.config.fusion.clip_token else None
+        fused = self.fusion(video_tokens, text_hidden, text_mask, clip)
         return fused, self.pool_text(fused[:, video_tokens.shape[1]:], text_mask)
+
+    def add_clip_token(self) -> None:
+        """Give a pretrained model's fusion encoder the clip token (a new, untrained input layer)."""
+        if self.config.fusion.clip_token:
+            return
+        hidden = self.text_encoder.config.hidden_size
+        self.fusion.clip_proj = FusionEncoder.new_clip_proj(self.config.embed_dim, hidden).to(self.device)
+        self.config.fusion.clip_token = True
 
     def fused_embedding(self, pooled: torch.Tensor) -> torch.Tensor:
         """Pooled fused state -> unit vector in the retrieval space (the third modality of tri-modal alignment)."""

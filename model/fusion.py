@@ -18,7 +18,8 @@ VIDEO_TOKEN_TYPE = 1  # text tokens keep BERT's type 0
 
 
 class FusionEncoder(nn.Module):
-    def __init__(self, bert_cfg: BertConfig, num_layers: int, video_dim: int, token_grid: tuple[int, int, int]):
+    def __init__(self, bert_cfg: BertConfig, num_layers: int, video_dim: int, token_grid: tuple[int, int, int],
+                 clip_dim: int | None = None):
         super().__init__()
         hidden = bert_cfg.hidden_size
         grid_t, grid_h, grid_w = token_grid
@@ -34,6 +35,12 @@ class FusionEncoder(nn.Module):
         self.layers = nn.ModuleList(BertLayer(cfg, layer_idx=i) for i in range(num_layers))
         for emb in (self.spatial_pos, self.temporal_pos, self.token_type):
             nn.init.normal_(emb.weight, std=0.02)
+        self.clip_proj = None if clip_dim is None else self.new_clip_proj(clip_dim, hidden)
+
+    @staticmethod
+    def new_clip_proj(clip_dim: int, hidden: int) -> nn.Module:
+        """The clip token's input layer: the clip embedding -> the fusion width."""
+        return nn.Sequential(nn.Linear(clip_dim, hidden), nn.LayerNorm(hidden))
 
     def init_from_text_layers(self, text_layers: nn.ModuleList) -> None:
         """Copy the text encoder's first layers (the paper initialises fusion from BERT-base's first 3)."""
@@ -54,10 +61,18 @@ class FusionEncoder(nn.Module):
         return self.dropout(self.norm(x))
 
     def forward(
-        self, video_tokens: torch.Tensor, text_hidden: torch.Tensor, text_mask: torch.Tensor
+        self, video_tokens: torch.Tensor, text_hidden: torch.Tensor, text_mask: torch.Tensor,
+        clip: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """-> fused [B, K+L, H]: video positions first, then the text positions."""
+        """-> fused [B, K+L, H]: video positions first, then the text positions. With a clip token (`clip`
+        [B, D], the clip's un-normalised embedding) it is attended to as one more video position and left out
+        of the output, so positions are the same either way."""
         video = self.embed_video(video_tokens.to(text_hidden.dtype))  # (B, K, H)
+        if self.clip_proj is not None:
+            if clip is None:
+                raise ValueError("this fusion encoder has a clip token: pass the clip embedding")
+            clip_token = self.clip_proj(clip.to(text_hidden.dtype)) + self.token_type.weight[VIDEO_TOKEN_TYPE]
+            video = torch.cat([clip_token[:, None], video], dim=1)  # (B, 1+K, H)
         num_video = video.shape[1]
         hidden = torch.cat([video, text_hidden], dim=1)  # (B, K+L, H)
         keep = torch.cat([text_mask.new_ones(text_mask.shape[0], num_video), text_mask], dim=1)
@@ -66,4 +81,4 @@ class FusionEncoder(nn.Module):
         for layer in self.layers:
             out = layer(hidden, attention_mask=additive)
             hidden = out[0] if isinstance(out, tuple) else out
-        return hidden
+        return hidden if self.clip_proj is None else hidden[:, 1:]

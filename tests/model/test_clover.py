@@ -162,3 +162,23 @@ def test_text_dropout_is_applied_to_the_pretrained_tower():
     rates = {m.p for m in tower.modules() if isinstance(m, torch.nn.Dropout)}
     assert rates == {0.3}
     assert create_model("clover-tiny").config.text.dropout == 0.0  # the tiny preset trains without dropout
+
+
+def test_clip_token_is_one_more_video_position_and_survives_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    tokens = torch.randn(2, *model.video_token_shape)
+    text = model.tokenize(["a red circle", "a blue square grows"])
+    _, hidden = model.encode_text(text["input_ids"], text["attention_mask"], return_hidden=True)
+    before, _ = model.fuse(tokens, hidden, text["attention_mask"])
+    model.add_clip_token()
+    after, pooled = model.fuse(tokens, hidden, text["attention_mask"])
+    assert after.shape == before.shape  # the clip position is attended to, not returned
+    assert not torch.allclose(after, before)
+    with torch.no_grad():  # the clip token carries the video head's output
+        model.video_proj.mlp[-1].bias.add_(torch.randn(model.config.embed_dim))
+    assert not torch.allclose(model.fuse(tokens, hidden, text["attention_mask"])[0], after)
+    loaded = Clover.from_pretrained(model.save_pretrained(tmp_path / "ckpt")).eval()
+    assert loaded.config.fusion.clip_token
+    torch.testing.assert_close(loaded.fuse(tokens, hidden, text["attention_mask"])[1],
+                               model.fuse(tokens, hidden, text["attention_mask"])[1])
