@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     table_rows = []
     for r in rows:
         t2v, qa = r["retrieval"], r["qa"]
-        subtypes = ", ".join(f"{k} {v:.0f}" for k, v in sorted(qa.items()) if isinstance(v, float) and k not in ("overall", "answers_in_vocab"))
+        subtypes = ", ".join(f"{k} {v:.0f}" for k, v in sorted(qa.items())
+                             if isinstance(v, float) and k not in ("overall", "answers_in_vocab"))
         table_rows.append([r["variant"], what[r["objective"]], f"{t2v['R@1']:.1f}", f"{t2v['R@5']:.1f}",
                            f"{t2v['R@10']:.1f}", f"{qa['overall']:.1f}", subtypes, f"{r['step_s']:.2f}",
                            f"{r['step_s'] / base:.2f}x" if base else "-"])
