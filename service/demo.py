@@ -142,12 +142,12 @@ def main(argv: list[str] | None = None) -> int:
                          "--config", "tiny-synthworld-b32", "--max-steps", str(args.train_steps),
                          "--max-minutes", str(args.train_minutes), "--resume", "auto", "--quiet"], logs)
     if not (qa / "final" / "model.safetensors").is_file():
-        run("finetune-qa", ["finetune", "--task", "qa", "--init", str(pretrain / "final"), "--data", str(world),
-                            "--out", str(qa), "--batch-size", "32", "--max-steps", "60",
+        run("finetune-qa", ["finetune", "--task", "qa", "--clip-token", "--init", str(pretrain / "final"),
+                            "--data", str(world), "--out", str(qa), "--batch-size", "32", "--max-steps", "90",
                             "--max-minutes", str(args.qa_minutes), "--quiet"], logs)
     if not (rerank / "final" / "model.safetensors").is_file():
         run("finetune-rerank", ["finetune", "--task", "rerank", "--init", str(qa / "final"), "--data", str(world),
-                                "--out", str(rerank), "--batch-size", "32",
+                                "--out", str(rerank), "--batch-size", "16",
                                 "--max-steps", "60", "--max-minutes", str(args.rerank_minutes), "--quiet"], logs)
     checkpoint = rerank / "final"
     if args.eval:
