@@ -11,7 +11,6 @@ Thread-safe for concurrent searches and lookups (FAISS CPU search is; each catal
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,13 +95,6 @@ class IndexReader:
         return cls(paths, manifest, catalog, index)
 
     # ---- properties --------------------------------------------------------------------------------------
-
-    @functools.cached_property
-    def segments_per_video(self) -> float:
-        """Mean indexed segments per indexed video, counted once per reader: sizes a search's first FAISS round
-        (a stale value after admin changes only costs an extra round)."""
-        counts = self._catalog.counts()
-        return counts["segments"] / max(1, counts["indexed"])
 
     @property
     def dim(self) -> int:

@@ -178,9 +178,7 @@ class SearchEngine:
         limit = min(total, self.engine.settings.max_search_candidates)
         if limit <= 0:
             return []
-        # First round: enough segments for `want` videos of average length (twice over), so one FAISS call and
-        # one catalog query usually suffice; each extra round repeats both with 4x the candidates.
-        n = min(limit, max(int(2 * want * reader.segments_per_video) + extra, 64))
+        n = min(limit, max(4 * want + extra, 64))
         query = np.ascontiguousarray(query_vec, dtype=np.float32).reshape(1, -1)  # (1, D)
         videos: dict[Any, Any] = {}
         while True:
