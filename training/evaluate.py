@@ -8,7 +8,8 @@ tensors, exactly as the service answers from an index.
 - Retrieval: one query per video (its first, canonical caption), or every caption (`all_captions`).
   Text->video and video->text R@1/5/10, median and mean rank (`training.metrics.retrieval_metrics`).
 - Re-ranking: for each text query the dual encoder's top `rerank_k` videos are re-scored by the fusion
-  encoder (`model.match_score`) and re-ordered by that log-odds, ties keeping the dual order; videos below
+  encoder (`model.match_score`) and re-ordered by `model.rerank_scores` (those log-odds + the weighted dual
+  cosine), ties keeping the dual order; videos below
   `rerank_k` keep their places. This is what `service` does with `rerank=true`.
 - Multi-clip test-time averaging (`num_clips`): C clips of `num_frames` frames, their positions evenly offset
   inside the same temporal segments (`model.transforms.sample_indices(num_clips=C)`); embeddings are averaged

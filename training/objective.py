@@ -9,8 +9,10 @@ Every term is a switch (`ObjectiveConfig`), so the paper's ablation is a set of 
 | +semantic masking | on | off | on | on | off | semantic |
 | +ranking (= Clover) | on | on | on | on | off | semantic |
 
-Video-text matching with hard negatives (`matching`) trains the re-ranking head; it is not part of METHOD's
-total and is on for every preset variant unless switched off, so variants differ only in what the paper varies.
+Video-text matching with in-batch hard negatives (`matching`) pre-trains the re-ranking head; it is not part of
+METHOD's total and is on for every preset variant unless switched off, so variants differ only in what the paper
+varies. `tiny-synthworld-b32` switches it off: the re-ranker gets its own fine-tune (`clover finetune --task
+rerank`, negatives mined over the whole training split) and pretraining steps skip 3n fusion passes.
 """
 
 from __future__ import annotations
