@@ -54,9 +54,11 @@ class CloverBackend:
         from indexer.reader import IndexOpenError, IndexReader
 
         try:
-            return IndexReader.open(index_dir, checkpoint_fingerprint=fingerprint, db_url=db_url)
+            reader = IndexReader.open(index_dir, checkpoint_fingerprint=fingerprint, db_url=db_url)
         except IndexOpenError as exc:
             raise IndexUnavailable(str(exc)) from exc
+        reader.segment_owners([])  # read the segment -> video map now, not during the first search
+        return reader
 
     def index_paths(self, index_dir: Path, paths: list[Path], model: Any, db_url: str | None,
                     fingerprint: str | None, workers: int | None) -> dict:

@@ -172,7 +172,9 @@ class SearchEngine:
 
         FAISS ranks segments, not videos, so a video with many close segments can fill the top-n alone: the
         search widens (x4) until `want` distinct videos pass the filters or the whole index (capped by
-        `max_search_candidates`) has been looked at.
+        `max_search_candidates`) has been looked at. Candidates are grouped by video through the reader's
+        in-memory segment -> video map; only videos that may make the list are read from the catalog, which
+        also drops any deleted since the reader was opened.
         """
         total = int(reader.num_vectors)
         limit = min(total, self.engine.settings.max_search_candidates)
@@ -180,38 +182,51 @@ class SearchEngine:
             return []
         n = min(limit, max(4 * want + extra, 64))
         query = np.ascontiguousarray(query_vec, dtype=np.float32).reshape(1, -1)  # (1, D)
-        videos: dict[Any, Any] = {}
+        known: dict[int, Any] = {}  # video id -> VideoRecord (None: gone from the catalog), across rounds
         while True:
             with self.engine.timed("faiss_search"):
                 scores, ids = reader.search(query, n)  # (1, n) each; -1 where fewer than n exist
-            valid = ids[0] >= 0
-            seg_ids, seg_scores = ids[0][valid].tolist(), scores[0][valid].tolist()
-            best = _best_segment_per_video(reader.segments(seg_ids), seg_ids, seg_scores)
-            groups = []
-            for video_id, (segment, score) in best.items():
-                if exclude is not None and video_id == exclude:
-                    continue
-                if video_id not in videos:
-                    videos[video_id] = reader.video(video_id)
-                video = videos[video_id]
-                if video is None or (keep is not None and not keep(video)):
-                    continue
-                groups.append((video, segment, score))
+            candidates = _best_segment_per_video(reader.segment_owners(ids[0]), ids[0], scores[0], exclude)
+            groups: list[tuple[Any, Any, float]] = []
+            chunk = max(want, 16)
+            for start in range(0, len(candidates), chunk):
+                groups += _resolve(reader, candidates[start: start + chunk], known, keep)
                 if len(groups) >= want:
-                    break
-            if len(groups) >= want or n >= limit:
-                return groups[:want]
+                    return groups[:want]
+            if n >= limit:
+                return groups
             n = min(limit, n * 4)
 
 
-def _best_segment_per_video(records: list[Any], seg_ids: list[int], scores: list[float]) -> dict[Any, tuple[Any, float]]:
-    """video_id -> (best segment, its score), ordered best video first."""
-    by_id = {int(r.segment_id): r for r in records if r is not None}
-    best: dict[Any, tuple[Any, float]] = {}
-    for seg_id, score in sorted(zip(seg_ids, scores, strict=True), key=lambda p: -p[1]):
-        record = by_id.get(int(seg_id))
-        if record is None:  # deleted from the catalog but still in a stale FAISS file: skip, never crash
+def _best_segment_per_video(
+    owners: np.ndarray, seg_ids: np.ndarray, scores: np.ndarray, exclude: Any = None
+) -> list[tuple[int, int, float]]:
+    """(video id, its best segment id, score) per video, best video first; segments whose video is unknown
+    (-1: FAISS padding, deleted, or a stale FAISS file) and the `exclude`d video are left out."""
+    best: list[tuple[int, int, float]] = []
+    seen: set[int] = set()
+    for i in np.argsort(-scores, kind="stable"):
+        video_id = int(owners[i])
+        if video_id < 0 or video_id in seen or video_id == exclude:
             continue
-        if record.video_id not in best:
-            best[record.video_id] = (record, float(score))
+        seen.add(video_id)
+        best.append((video_id, int(seg_ids[i]), float(scores[i])))
     return best
+
+
+def _resolve(
+    reader: Any, candidates: list[tuple[int, int, float]], known: dict[int, Any], keep: Callable[[Any], bool] | None
+) -> list[tuple[Any, Any, float]]:
+    """Catalog records of (video id, segment id, score) candidates, in order: two queries, whatever their number.
+    Candidates the catalog no longer has as indexed, or that `keep` rejects, are dropped."""
+    new = [video_id for video_id, _, _ in candidates if video_id not in known]
+    found = reader.videos(new)
+    known.update({video_id: found.get(video_id) for video_id in new})
+    segments = {s.segment_id: s for s in reader.segments([seg_id for _, seg_id, _ in candidates])}
+    out = []
+    for video_id, seg_id, score in candidates:
+        video, segment = known[video_id], segments.get(seg_id)
+        if video is None or segment is None or (keep is not None and not keep(video)):
+            continue
+        out.append((video, segment, score))
+    return out

@@ -97,6 +97,9 @@ def test_reader_api(built_index, fingerprint, tiny_model):
             scores[0][found[0] == -1]
         ).all()
         assert reader.segments([ids[1], -1, 10**6, ids[0]]) == [segments[1], segments[0]]
+        owners = reader.segment_owners(np.array([ids[1], -1, 10**6, ids[0]]))
+        assert owners.tolist() == [video.video_id, -1, -1, video.video_id]  # unknown ids: -1, never an error
+        assert reader.videos([video.video_id, 10**6, video.video_id]) == {video.video_id: video}
         tokens = reader.video_tokens(ids[:2])
         assert tokens.dtype == np.float16 and tokens.shape == (2, *tiny_model.video_token_shape)
         stats = reader.stats()
@@ -203,12 +206,15 @@ def test_delete_by_id_and_path(own_index):
     with IndexReader.open(index_dir) as reader:
         a = reader.list_videos(query="a.mp4")[0][0]
         old = reader  # a reader opened before the delete keeps its FAISS index
+        old.segment_owners([])  # and its segment -> video map, read now as the service does at open
         before = old.num_vectors
         result = delete_videos(index_dir, [a.video_id, str(root / "generated" / "sub" / "c.mkv"), "nope.mp4"])
         assert result["deleted"] == 2 and result["not_found"] == ["nope.mp4"]
         assert old.num_vectors == before  # unchanged until reopened
         ids = old.search(np.ones((1, 64), np.float32) / 8, before)[1][0]
         assert len(old.segments(ids.tolist())) == before - 3  # deleted segments are simply absent
+        # the old reader's segment -> video map is as old as it; the catalog lookups are the truth
+        assert (old.segment_owners(ids) == a.video_id).sum() >= 1 and a.video_id not in old.videos([a.video_id])
     state = consistency(index_dir)
     assert state["segments"] == sum(GOOD_FILES.values()) - 3
     with IndexReader.open(index_dir) as reader:
