@@ -232,6 +232,10 @@ class VideoTextDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def item_captions(self) -> list[str]:
+        """The first caption of every item, in item order (what caption-neighbour batching groups by)."""
+        return [(self.samples[i].captions or [""])[0] for i in self.indices]
+
     def _rng(self, item: int) -> random.Random:
         # Reproducible per (seed, epoch, item) whatever the worker, so a resumed run sees the same data.
         return random.Random(hash((self.seed, self.epoch, item)) & 0xFFFFFFFF)

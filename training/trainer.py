@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from model import Clover
 
+from .batching import NeighbourBatchSampler, caption_neighbours
 from .distributed import DistInfo, all_reduce_mean
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class TrainConfig:
     device: str = "auto"
     lr_multipliers: dict[str, float] = field(default_factory=dict)  # module prefix -> lr factor
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes that get no gradient
+    neighbour_groups: int = 0  # > 1: batches of this many caption neighbours at a time (training.batching)
+    neighbour_pool: int = 8  # a group is drawn from its seed's this many nearest captions
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,7 +186,7 @@ class Trainer:
         self.step_module = self._wrap(TrainingStep(model, loss_fn))
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
-        self.sampler = EpochSampler(len(dataset), cfg.batch_size, cfg.seed, self.info)
+        self.sampler = self._sampler(dataset)
         self.loader = DataLoader(
             dataset, batch_size=cfg.batch_size, sampler=self.sampler, collate_fn=collate,
             num_workers=cfg.workers, persistent_workers=False, drop_last=True,
@@ -196,6 +199,18 @@ class Trainer:
         self.history: list[dict] = []
 
     # -- set-up ------------------------------------------------------------------------------------------
+
+    def _sampler(self, dataset: Dataset) -> Sampler[int]:
+        cfg = self.cfg
+        if cfg.neighbour_groups <= 1:
+            return EpochSampler(len(dataset), cfg.batch_size, cfg.seed, self.info)
+        if not hasattr(dataset, "item_captions"):
+            raise ValueError(f"neighbour_groups needs a captioned dataset, not {type(dataset).__name__}")
+        t0 = time.perf_counter()
+        neighbours = caption_neighbours(self.model, dataset.item_captions(), cfg.neighbour_pool)
+        log.info("caption neighbours of %d samples in %.1f s: batches of %d-sample groups",
+                 len(neighbours), time.perf_counter() - t0, cfg.neighbour_groups)
+        return NeighbourBatchSampler(neighbours, cfg.batch_size, cfg.neighbour_groups, cfg.seed, self.info)
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if not self.info.enabled:
@@ -250,6 +265,8 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "python_rng": list(random.getstate()[1]),
             "numpy_rng": np.random.get_state()[1].tolist(),
+            # the batches' composition, as first computed: a resumed run regroups nothing
+            "neighbours": torch.from_numpy(self.sampler.neighbours) if hasattr(self.sampler, "neighbours") else None,
         }
 
     def resume(self, checkpoint_dir: str | Path) -> None:
@@ -271,6 +288,8 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         random.setstate((3, tuple(state["python_rng"]), None))
         np.random.set_state(("MT19937", np.array(state["numpy_rng"], dtype=np.uint32), 624, 0, 0.0))
+        if state.get("neighbours") is not None and hasattr(self.sampler, "neighbours"):
+            self.sampler.neighbours = state["neighbours"].numpy()
 
     # -- loop ------------------------------------------------------------------------------------------------
 

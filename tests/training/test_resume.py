@@ -27,24 +27,26 @@ def dataset_dir(tmp_path_factory):
     return root
 
 
-def make_trainer(dataset_dir, out, max_steps):
+def make_trainer(dataset_dir, out, max_steps, neighbour_groups=0):
     model = tiny_model()  # dropout and stochastic depth on: the RNG state must be restored too
     samples = read_jsonl_manifest(dataset_dir / "train.jsonl")
     cache = FrameCache.build(samples, dataset_dir / "cache.npy", frames=8, size=32, workers=1)
     dataset = VideoTextDataset(samples, model.config.num_frames, model.config.image_size, train=True, cache=cache, seed=3)
     masker = SemanticTextMasker(model.tokenizer, max_length=16, seed=3)
     cfg = TrainConfig(out=str(out), batch_size=4, max_steps=max_steps, warmup_steps=2, lr=1e-3, workers=0,
-                      save_every=3, log_every=1, seed=3)
+                      save_every=3, log_every=1, seed=3, neighbour_groups=neighbour_groups)
     return Trainer(model, CloverObjective(objective_config("clover", matching_pairs=4)), dataset,
                    TextCollator(model.tokenizer, 16, masker), cfg)
 
 
-def test_resume_continues_with_the_identical_loss_sequence(dataset_dir, tmp_path):
-    full = make_trainer(dataset_dir, tmp_path / "full", max_steps=7).train(progress=False)
+@pytest.mark.parametrize("neighbour_groups", [0, 2], ids=["random-batches", "neighbour-batches"])
+def test_resume_continues_with_the_identical_loss_sequence(dataset_dir, tmp_path, neighbour_groups):
+    full = make_trainer(dataset_dir, tmp_path / "full", max_steps=7, neighbour_groups=neighbour_groups).train(
+        progress=False)
     assert (tmp_path / "full" / "checkpoint-0000003" / "trainer_state.pt").is_file()
     assert (tmp_path / "full" / "final" / "model.safetensors").is_file()
 
-    resumed_trainer = make_trainer(dataset_dir, tmp_path / "resumed", max_steps=7)
+    resumed_trainer = make_trainer(dataset_dir, tmp_path / "resumed", max_steps=7, neighbour_groups=neighbour_groups)
     resumed_trainer.resume(tmp_path / "full" / "checkpoint-0000003")
     assert resumed_trainer.step == 3
     resumed = resumed_trainer.train(progress=False)
