@@ -36,7 +36,7 @@ class Clover(nn.Module):
         hidden = bert_cfg.hidden_size
         self.fusion = FusionEncoder(bert_cfg, config.fusion.num_layers, self.video_encoder.out_dim,
                                     self.video_encoder.token_grid,
-                                    clip_dim=self._clip_dim() if config.fusion.clip_token else None)
+                                    clip_dim=config.embed_dim if config.fusion.clip_token else None)
         if config.fusion.init_from_text:
             self.fusion.init_from_text_layers(self.text_encoder.encoder.layer)
 
@@ -115,34 +115,17 @@ class Clover(nn.Module):
     def fuse(self, video_tokens: torch.Tensor, text_hidden: torch.Tensor, text_mask: torch.Tensor):
         """-> (fused [B, K+L, H], pooled [B, H]); pooled is the fused text part pooled like the text tower
         ([CLS], the paper's m_cls, or the masked mean) and feeds every head on the fusion encoder."""
-        clip = self._clip_input(video_tokens.to(text_hidden.dtype)) if self.config.fusion.clip_token else None
+        clip = self.video_proj(video_tokens.to(text_hidden.dtype)) if self.config.fusion.clip_token else None
         fused = self.fusion(video_tokens, text_hidden, text_mask, clip)
         return fused, self.pool_text(fused[:, video_tokens.shape[1]:], text_mask)
 
-    def add_clip_token(self, source: str = "embedding") -> None:
-        """Give a pretrained model's fusion encoder the clip token (a new, untrained input layer); a clip token
-        from another source is replaced."""
-        if self.config.fusion.clip_token and self.config.fusion.clip_source == source:
+    def add_clip_token(self) -> None:
+        """Give a pretrained model's fusion encoder the clip token (a new, untrained input layer)."""
+        if self.config.fusion.clip_token:
             return
-        self.config.fusion.clip_source = source
         hidden = self.text_encoder.config.hidden_size
-        self.fusion.clip_proj = FusionEncoder.new_clip_proj(self._clip_dim(), hidden).to(self.device)
+        self.fusion.clip_proj = FusionEncoder.new_clip_proj(self.config.embed_dim, hidden).to(self.device)
         self.config.fusion.clip_token = True
-
-    def _clip_dim(self) -> int:
-        source = self.config.fusion.clip_source
-        if source == "embedding":
-            return self.config.embed_dim
-        if source == "grid":
-            num_tokens, channels = self.video_token_shape
-            return num_tokens * channels
-        raise ValueError(f"fusion.clip_source must be 'embedding' or 'grid', got {source!r}")
-
-    def _clip_input(self, video_tokens: torch.Tensor) -> torch.Tensor:
-        """[B, K, C] tokens -> what the clip token is made from: the clip embedding or the flattened grid."""
-        if self.config.fusion.clip_source == "grid":
-            return video_tokens.flatten(1)
-        return self.video_proj(video_tokens)
 
     def fused_embedding(self, pooled: torch.Tensor) -> torch.Tensor:
         """Pooled fused state -> unit vector in the retrieval space (the third modality of tri-modal alignment)."""

@@ -51,12 +51,9 @@ class FusionConfig:
 
     num_layers: int = 3  # the paper's light fusion encoder
     init_from_text: bool = True  # copy the text encoder's first num_layers layers
-    # One more video position holding a clip-level summary the fusion layers can read directly (`clover
-    # finetune --clip-token` adds it to a pretrained model). Its source: "embedding", the video head's output,
-    # or "grid", the backbone's token grid concatenated (position-specific weights, as a flattened video head
-    # has; for small grids only: its input layer has K x C inputs).
+    # One more video position holding the clip embedding (the video head's output): a clip-level summary the
+    # fusion layers can read directly (`clover finetune --clip-token` adds it to a pretrained model).
     clip_token: bool = False
-    clip_source: str = "embedding"
 
 
 @dataclass

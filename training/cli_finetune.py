@@ -88,10 +88,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--freeze-text", action=argparse.BooleanOptionalAction, default=None,
                         help="freeze the text encoder (default: on for QA and rerank, so the checkpoint's search "
                              "quality is exactly the pretrained one's; off for retrieval)")
-    parser.add_argument("--clip-token", nargs="?", const="embedding", choices=["embedding", "grid"],
-                        help="give the fusion encoder a clip token before fine-tuning: one more video position made "
-                             "from the clip embedding (the default) or from the flattened token grid ('grid'); a "
-                             "new input layer that learns at --head-lr-mult x lr")
+    parser.add_argument("--clip-token", action="store_true",
+                        help="give the fusion encoder a clip token (the clip embedding as one more video position) "
+                             "before fine-tuning; a new input layer that learns at --head-lr-mult x lr")
     parser.add_argument("--rerank-group", type=int, default=8,
                         help="rerank: each caption's true video plus negatives drawn from its 2x(group-1) nearest "
                              "videos in the training set, this many per caption")
@@ -162,9 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         log.warning("no --init: fine-tuning a randomly initialised %s", args.model)
         model = create_model(args.model, **file_config.get("model", {}))
-    fusion = model.config.fusion
-    if args.clip_token and not (fusion.clip_token and fusion.clip_source == args.clip_token):
-        model.add_clip_token(args.clip_token)
+    if args.clip_token and not model.config.fusion.clip_token:
+        model.add_clip_token()
         cfg.lr_multipliers = {"fusion.clip_proj.": args.head_lr_mult, **cfg.lr_multipliers}
     out = Path(args.out)
     freeze = args.freeze_video if args.freeze_video is not None else args.task != "retrieval"

@@ -182,27 +182,3 @@ def test_clip_token_is_one_more_video_position_and_survives_a_checkpoint(tmp_pat
     assert loaded.config.fusion.clip_token
     torch.testing.assert_close(loaded.fuse(tokens, hidden, text["attention_mask"])[1],
                                model.fuse(tokens, hidden, text["attention_mask"])[1])
-
-
-def test_grid_clip_token_reads_the_flattened_tokens_not_the_video_head(tmp_path):
-    torch.manual_seed(0)
-    model = tiny_model().eval()
-    model.add_clip_token("grid")
-    num_tokens, channels = model.video_token_shape
-    assert model.fusion.clip_proj[0].in_features == num_tokens * channels
-    tokens = torch.randn(2, num_tokens, channels)
-    text = model.tokenize(["a red circle", "a blue square grows"])
-    _, hidden = model.encode_text(text["input_ids"], text["attention_mask"], return_hidden=True)
-    fused, _ = model.fuse(tokens, hidden, text["attention_mask"])
-    with torch.no_grad():  # the video head is not on this path
-        model.video_proj.mlp[-1].bias.add_(torch.randn(model.config.embed_dim))
-    torch.testing.assert_close(model.fuse(tokens, hidden, text["attention_mask"])[0], fused)
-    swapped = tokens.clone()  # the same tokens in another place of the grid: a different clip token
-    swapped[:, [0, 1]] = tokens[:, [1, 0]]
-    clip = model._clip_input(tokens)
-    assert not torch.allclose(model._clip_input(swapped), clip)
-    loaded = Clover.from_pretrained(model.save_pretrained(tmp_path / "ckpt")).eval()
-    assert loaded.config.fusion.clip_source == "grid"
-    torch.testing.assert_close(loaded.fuse(tokens, hidden, text["attention_mask"])[0], fused)
-    loaded.add_clip_token("embedding")  # another source replaces it
-    assert loaded.fusion.clip_proj[0].in_features == loaded.config.embed_dim
