@@ -78,7 +78,7 @@ def clustered_vectors(
     """(base [n, dim], queries [num_queries, dim]) float32 unit vectors from the mixture described above."""
     rng = np.random.default_rng(seed)
     centres = uniform_vectors(max(math.ceil(n / per_video), 1), dim, seed + 1)
-    scale = noise / np.sqrt(dim)
+    scale = np.float32(noise / math.sqrt(dim))  # a float64 scalar would make the queries float64 (NEP 50)
 
     def around(which: np.ndarray) -> np.ndarray:
         x = centres[which] + scale * rng.standard_normal((len(which), dim), dtype=np.float32)
