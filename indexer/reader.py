@@ -245,11 +245,22 @@ class IndexReader:
         tokens = self._store.read_tokens(self._locations(segment_ids))
         return expand_tokens(tokens, tuple(self._manifest.token_grid))
 
+    def present_video_tokens(self, segment_ids: list[int]) -> tuple[list[int], np.ndarray]:
+        """(the ids the catalog still has, in the order asked, and their tokens): for callers that would rather
+        drop a segment deleted a moment ago than fail (re-ranking a result list)."""
+        located = self._locations(segment_ids, missing_ok=True)
+        present = [i for i in (int(s) for s in segment_ids) if i in located]
+        if not present:
+            return [], np.zeros((0, *self.token_shape), np.float16)
+        tokens = self._store.read_tokens([located[i] for i in present])
+        return present, expand_tokens(tokens, tuple(self._manifest.token_grid))
+
     def segment_embeddings(self, segment_ids: list[int]) -> np.ndarray:
         """float32 [N, D] unit-norm segment embeddings (stored as fp16)."""
         return self._store.read_embeddings(self._locations(segment_ids)).astype(np.float32)
 
-    def _locations(self, segment_ids: list[int]) -> list[tuple[str, int]]:
+    def _locations(self, segment_ids: list[int], missing_ok: bool = False):
+        """(shard, row) of each segment, in order; with `missing_ok`, a dict of the ids the catalog has."""
         wanted = [int(i) for i in segment_ids]
         if not wanted:
             raise ValueError("no segment ids given")
@@ -258,6 +269,8 @@ class IndexReader:
                 select(Segment.id, Segment.shard, Segment.row).where(Segment.id.in_(sorted(set(wanted))))
             ).all()
         by_id = {int(i): (str(shard), int(row)) for i, shard, row in rows}
+        if missing_ok:
+            return by_id
         missing = [i for i in wanted if i not in by_id]
         if missing:
             raise KeyError(f"unknown segment ids: {missing[:10]}")

@@ -117,28 +117,32 @@ class SearchEngine:
             reranked = 0
             if params.rerank and hits:
                 top = hits[: params.rerank_k]
-                match = self._rerank_scores(reader, [h.segment.segment_id for h in top], params.query)
+                scored = self._rerank_scores(reader, [h.segment.segment_id for h in top], params.query)
+                top = [h for h in top if h.segment.segment_id in scored]  # a video deleted meanwhile drops out
+                match = np.array([scored[h.segment.segment_id] for h in top], dtype=np.float32)
                 cosines = np.array([h.score for h in top], dtype=np.float32)
                 scores = inference.rerank_scores(self.engine.require_model(), match, cosines)
                 for hit, value in zip(top, scores, strict=True):
                     hit.rerank_score = float(value)
                 # stable sort: equal rerank scores keep their embedding order
-                hits = sorted(top, key=lambda h: -(h.rerank_score or 0.0)) + hits[len(top):]
+                hits = sorted(top, key=lambda h: -(h.rerank_score or 0.0)) + hits[params.rerank_k:]
                 reranked = len(top)
                 timings["rerank_ms"] = round((time.perf_counter() - t1) * 1000, 2)
         page = hits[params.offset: params.offset + params.k]
         return SearchOutcome(page, has_more=len(hits) > params.offset + params.k, reranked=reranked,
                              timings_ms=timings)
 
-    def _rerank_scores(self, reader: Any, segment_ids: list[int], query: str) -> np.ndarray:
+    def _rerank_scores(self, reader: Any, segment_ids: list[int], query: str) -> dict[int, float]:
+        """segment id -> match log-odds, for the segments the catalog still has (a delete can race a search)."""
         model = self.engine.require_model()
-        out = []
+        out: dict[int, float] = {}
         with self.engine.timed("rerank"):
             for start in range(0, len(segment_ids), RERANK_CHUNK):
                 with stored_arrays_may_vanish():
-                    tokens = reader.video_tokens(segment_ids[start: start + RERANK_CHUNK])  # (N, K, C) fp16
-                out.append(inference.match_scores(model, tokens, query))
-        return np.concatenate(out)
+                    present, tokens = reader.present_video_tokens(segment_ids[start: start + RERANK_CHUNK])
+                if present:
+                    out.update(zip(present, inference.match_scores(model, tokens, query).tolist(), strict=True))
+        return out
 
     def _similar_sync(self, raw_video_id: str, k: int, offset: int) -> tuple[Any, SearchOutcome]:
         with self.engine.readers.lease() as reader:
@@ -226,7 +230,9 @@ def _resolve(
     out = []
     for video_id, seg_id, score in candidates:
         video, segment = known[video_id], segments.get(seg_id)
-        if video is None or segment is None or (keep is not None and not keep(video)):
+        if video is None or segment is None or segment.video_id != video_id:  # gone, or its id reused since
+            continue
+        if keep is not None and not keep(video):
             continue
         out.append((video, segment, score))
     return out

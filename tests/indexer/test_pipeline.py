@@ -215,6 +215,10 @@ def test_delete_by_id_and_path(own_index):
         assert len(old.segments(ids.tolist())) == before - 3  # deleted segments are simply absent
         # the old reader's segment -> video map is as old as it; the catalog lookups are the truth
         assert (old.segment_owners(ids) == a.video_id).sum() >= 1 and a.video_id not in old.videos([a.video_id])
+        present, tokens = old.present_video_tokens(ids.tolist())  # re-ranking drops them instead of failing
+        assert len(present) == len(tokens) == before - 3 and present == [i for i in ids.tolist() if i in present]
+        with pytest.raises(KeyError):
+            old.video_tokens(ids.tolist())
     state = consistency(index_dir)
     assert state["segments"] == sum(GOOD_FILES.values()) - 3
     with IndexReader.open(index_dir) as reader:
