@@ -242,13 +242,16 @@ class IndexReader:
 
     def video_tokens(self, segment_ids: list[int]) -> np.ndarray:
         """fp16 [N, K, C] backbone tokens, for re-ranking and QA without decoding the video again."""
-        tokens = self._store.read_tokens(self._locations(segment_ids))
-        return expand_tokens(tokens, tuple(self._manifest.token_grid))
+        present, tokens = self.present_video_tokens(segment_ids)
+        if len(present) != len(segment_ids):
+            found = set(present)
+            raise KeyError(f"unknown segment ids: {[int(i) for i in segment_ids if int(i) not in found][:10]}")
+        return tokens
 
     def present_video_tokens(self, segment_ids: list[int]) -> tuple[list[int], np.ndarray]:
         """(the ids the catalog still has, in the order asked, and their tokens): for callers that would rather
         drop a segment deleted a moment ago than fail (re-ranking a result list)."""
-        located = self._locations(segment_ids, missing_ok=True)
+        located = self._located(segment_ids)
         present = [i for i in (int(s) for s in segment_ids) if i in located]
         if not present:
             return [], np.zeros((0, *self.token_shape), np.float16)
@@ -259,8 +262,8 @@ class IndexReader:
         """float32 [N, D] unit-norm segment embeddings (stored as fp16)."""
         return self._store.read_embeddings(self._locations(segment_ids)).astype(np.float32)
 
-    def _locations(self, segment_ids: list[int], missing_ok: bool = False):
-        """(shard, row) of each segment, in order; with `missing_ok`, a dict of the ids the catalog has."""
+    def _located(self, segment_ids: list[int]) -> dict[int, tuple[str, int]]:
+        """segment id -> (shard, row), for the ids the catalog has."""
         wanted = [int(i) for i in segment_ids]
         if not wanted:
             raise ValueError("no segment ids given")
@@ -268,13 +271,15 @@ class IndexReader:
             rows = session.execute(
                 select(Segment.id, Segment.shard, Segment.row).where(Segment.id.in_(sorted(set(wanted))))
             ).all()
-        by_id = {int(i): (str(shard), int(row)) for i, shard, row in rows}
-        if missing_ok:
-            return by_id
-        missing = [i for i in wanted if i not in by_id]
+        return {int(i): (str(shard), int(row)) for i, shard, row in rows}
+
+    def _locations(self, segment_ids: list[int]) -> list[tuple[str, int]]:
+        """(shard, row) of each segment, in order; KeyError if any is unknown."""
+        by_id = self._located(segment_ids)
+        missing = [int(i) for i in segment_ids if int(i) not in by_id]
         if missing:
             raise KeyError(f"unknown segment ids: {missing[:10]}")
-        return [by_id[i] for i in wanted]
+        return [by_id[int(i)] for i in segment_ids]
 
     # ---- stats -------------------------------------------------------------------------------------------
 

@@ -65,11 +65,14 @@ class NeighbourBatchSampler(Sampler[int]):
     neighbours are used up the group is filled with random samples.
     """
 
-    def __init__(self, neighbours: np.ndarray, batch_size: int, group: int, seed: int, info: DistInfo):
+    def __init__(self, neighbours: np.ndarray | None, batch_size: int, group: int, seed: int, info: DistInfo,
+                 num_samples: int | None = None):
+        """`neighbours` may be set later (None, with `num_samples`): the trainer fills it at its first batch,
+        or from a checkpoint when it resumes, so it is never computed twice."""
         if group < 2 or batch_size % group:
             raise ValueError(f"the batch size ({batch_size}) must be a multiple of the group size ({group}), >= 2")
         self.neighbours, self.batch_size, self.group, self.seed, self.info = neighbours, batch_size, group, seed, info
-        self.num_samples = len(neighbours)
+        self.num_samples = len(neighbours) if neighbours is not None else int(num_samples)
         self.global_batch = batch_size * info.world_size
         self.batches_per_epoch = (self.num_samples // info.world_size) // batch_size
         if self.batches_per_epoch == 0:
@@ -82,6 +85,8 @@ class NeighbourBatchSampler(Sampler[int]):
 
     def global_batches(self, epoch: int) -> list[list[int]]:
         """Every global batch of `epoch`, in order (identical on every rank)."""
+        if self.neighbours is None:
+            raise RuntimeError("the caption neighbours are not set yet")
         rng = np.random.default_rng([self.seed, epoch])
         order, cursor = rng.permutation(self.num_samples).tolist(), 0
         batches = []

@@ -206,11 +206,16 @@ class Trainer:
             return EpochSampler(len(dataset), cfg.batch_size, cfg.seed, self.info)
         if not hasattr(dataset, "item_captions"):
             raise ValueError(f"neighbour_groups needs a captioned dataset, not {type(dataset).__name__}")
+        # The neighbours themselves come at the first batch (`_batches`) or from a checkpoint (`resume`).
+        return NeighbourBatchSampler(None, cfg.batch_size, cfg.neighbour_groups, cfg.seed, self.info,
+                                     num_samples=len(dataset))
+
+    def _find_neighbours(self) -> None:
         t0 = time.perf_counter()
-        neighbours = caption_neighbours(self.model, dataset.item_captions(), cfg.neighbour_pool)
+        neighbours = caption_neighbours(self.model, self.dataset.item_captions(), self.cfg.neighbour_pool)
         log.info("caption neighbours of %d samples in %.1f s: batches of %d-sample groups",
-                 len(neighbours), time.perf_counter() - t0, cfg.neighbour_groups)
-        return NeighbourBatchSampler(neighbours, cfg.batch_size, cfg.neighbour_groups, cfg.seed, self.info)
+                 len(neighbours), time.perf_counter() - t0, self.cfg.neighbour_groups)
+        self.sampler.neighbours = neighbours
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if not self.info.enabled:
@@ -256,6 +261,7 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
 
     def _state(self) -> dict[str, Any]:
+        neighbours = getattr(self.sampler, "neighbours", None)
         return {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
@@ -266,7 +272,7 @@ class Trainer:
             "python_rng": list(random.getstate()[1]),
             "numpy_rng": np.random.get_state()[1].tolist(),
             # the batches' composition, as first computed: a resumed run regroups nothing
-            "neighbours": torch.from_numpy(self.sampler.neighbours) if hasattr(self.sampler, "neighbours") else None,
+            "neighbours": None if neighbours is None else torch.from_numpy(neighbours),
         }
 
     def resume(self, checkpoint_dir: str | Path) -> None:
@@ -295,6 +301,8 @@ class Trainer:
 
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """Batches from the current position on, epoch after epoch (the position follows from `step`)."""
+        if getattr(self.sampler, "neighbours", False) is None:
+            self._find_neighbours()
         per_epoch = self.sampler.batches_per_epoch
         micro = self.step * self.cfg.accumulation
         epoch, start = divmod(micro, per_epoch)
