@@ -48,7 +48,8 @@ from indexer.vectors import (  # noqa: E402
 BATCH = 64
 
 
-def candidates(n: int, dim: int, sweep: bool, ivf_flat: bool, with_pq: bool, max_hnsw: int) -> list[tuple[str, list[str]]]:
+def candidates(n: int, dim: int, sweep: bool, ivf_flat: bool, with_pq: bool, max_hnsw: int,
+               extra: list[tuple[str, list[str]]] = ()) -> list[tuple[str, list[str]]]:
     """(factory, parameter strings) to measure; the indexer's default for this size is always among them."""
     nlist = min(max(2 ** round(math.log2(4 * math.sqrt(n))), 1024), 65536)  # as indexer.vectors.choose_factory
     rows: list[tuple[str, list[str]]] = []
@@ -62,7 +63,13 @@ def candidates(n: int, dim: int, sweep: bool, ivf_flat: bool, with_pq: bool, max
     default = choose_factory(n, dim)
     if default != "Flat" and default not in {factory for factory, _ in rows}:
         rows.append((default, [default_search_params(default)]))
-    return rows
+    return rows + list(extra)
+
+
+def parse_extra(spec: str) -> tuple[str, list[str]]:
+    """"FACTORY@PARAMS|PARAMS" (e.g. "IVF4096,PQ64,Refine(SQ8)@nprobe=32,k_factor_rf=4") -> (factory, [params])."""
+    factory, _, params = spec.partition("@")
+    return factory.strip(), [p.strip() for p in params.split("|")] if params else [default_search_params(factory)]
 
 
 def index_bytes(index: faiss.Index) -> int:
@@ -139,7 +146,8 @@ def measure(data: str, base: np.ndarray, queries: np.ndarray, args: argparse.Nam
     gc.collect()
     _print_rows(data, n, dim, rows, k, partial=True)
 
-    for factory, parameter_sets in candidates(n, dim, args.sweep, args.ivf_flat, not args.no_pq, args.max_hnsw):
+    extra = [parse_extra(spec) for spec in args.factory]
+    for factory, parameter_sets in candidates(n, dim, args.sweep, args.ivf_flat, not args.no_pq, args.max_hnsw, extra):
         began, rss_before = time.perf_counter(), rss_mib()
         index = build_index(base, ids, factory)
         build_s, rss_grown = time.perf_counter() - began, rss_mib() - rss_before
@@ -197,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pq", action="store_true", help="skip IVF-PQ")
     parser.add_argument("--max-hnsw", type=int, default=1_000_000,
                         help="largest collection HNSW is built for (a 1M build takes many minutes on 2 cores)")
+    parser.add_argument("--factory", action="append", default=[], metavar="FACTORY@PARAMS|PARAMS",
+                        help="also measure this FAISS factory, at each '|'-separated parameter string (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
                         help="100k clustered only, 256 queries, one setting each, no IVF-PQ (its training is slow)")

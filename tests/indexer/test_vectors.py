@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from indexer.vectors import (
+    TooFewVectorsError,
     VectorIndexError,
     apply_search_params,
     build_index,
@@ -30,13 +31,27 @@ def test_factory_by_collection_size():
     assert choose_factory(0, 768) == "Flat"
     assert choose_factory(49_999, 768) == "Flat"
     assert choose_factory(50_000, 768) == "HNSW32"
-    assert choose_factory(5_000_000, 768) == "IVF8192,PQ64"
-    assert choose_factory(2_000_000, 256) == "IVF4096,PQ64"
+    assert choose_factory(5_000_000, 768) == "IVF8192,PQ64,Refine(SQ8)"
+    assert choose_factory(2_000_000, 256) == "IVF4096,PQ64,Refine(SQ8)"
     assert 768 % pq_subquantizers(768) == 0 and 100 % pq_subquantizers(100) == 0
-    assert (
-        default_search_params("HNSW32") == "efSearch=128"
-        and default_search_params("IVF1024,PQ64") == "nprobe=32"
-    )
+    assert default_search_params("HNSW32") == "efSearch=128"
+    assert default_search_params("IVF1024,PQ64") == "nprobe=64"
+    assert default_search_params("IVF1024,PQ64,Refine(SQ8)") == "nprobe=64,k_factor_rf=4"
+    assert default_search_params("Flat") == ""
+
+
+def test_refine_rescores_the_pq_shortlist():
+    """The >= 1M default at toy scale: PQ with 2 dims per code finds the shortlist, SQ8 re-scores it."""
+    base, queries = unit_vectors(4000, 32, seed=1), unit_vectors(100, 32, seed=2)
+    ids = np.arange(len(base), dtype=np.int64)
+    _, exact = search(build_index(base, ids, "Flat"), queries, 10)
+    plain, refined = build_index(base, ids, "IVF16,PQ16"), build_index(base, ids, "IVF16,PQ16,Refine(SQ8)")
+    _, plain_found = search(plain, queries, 10)
+    _, refined_found = search(refined, queries, 10)
+    assert recall_at_k(refined_found, exact, 1) > recall_at_k(plain_found, exact, 1) + 0.1
+    assert recall_at_k(refined_found, exact, 10) > 0.9
+    with pytest.raises(TooFewVectorsError, match="at least 256"):  # the PQ inside the Refine needs 2^8 points
+        build_index(base[:200], ids[:200], "IVF16,PQ16,Refine(SQ8)")
 
 
 def test_flat_is_exact_inner_product():
@@ -82,6 +97,7 @@ def test_remove_and_add_keep_ids(tmp_path):
     x = unit_vectors(100, 8)
     index = build_index(x, np.arange(100, dtype=np.int64), "Flat")
     assert supports_removal(index) and not supports_removal(build_index(x, np.arange(100), "HNSW32"))
+    assert not supports_removal(build_index(x, np.arange(100), "Flat,Refine(SQfp16)"))
     index.remove_ids(np.arange(50, dtype=np.int64))
     index.add_with_ids(x[:10], np.arange(1000, 1010, dtype=np.int64))
     path = tmp_path / "vectors.faiss"
