@@ -3,6 +3,11 @@
 Built on torchvision's `SwinTransformer3d` (its classification head is dropped). Masking happens right after the
 patch embedding: masked cells of the spatial patch grid are replaced by a learnable mask token in *every* time
 step, because an object persists across frames and per-frame masking would leak it from the neighbours.
+
+`stem="conv"` replaces the patch embedding's single strided convolution with a small convolutional stem of the
+same stride (Xiao et al. 2021, "Early Convolutions Help Transformers See Better"). A Swin trained from scratch
+on a few thousand clips learns colour, size and motion through its linear patches but not the outline of a
+13-pixel object; a convolutional stem brings the locality that needs (`bench/probe_shape_learning.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,33 @@ from torch import nn
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
 from .config import VideoConfig
+
+
+class ConvStem(nn.Module):
+    """3D conv stem with the stride of `patch_size`: a 3x3 conv at full resolution, one stride-2 3x3 conv per
+    halving of height and width (BatchNorm + GELU after each), then a conv over `pt` frames to `embed_dim`.
+    Spatial strides must be powers of two; time is merged only in the last layer."""
+
+    def __init__(self, patch_size: tuple[int, int, int], embed_dim: int, width: int = 16):
+        super().__init__()
+        pt, ph, pw = patch_size
+        if ph != pw or ph & (ph - 1):
+            raise ValueError(f"a conv stem needs a square power-of-two spatial patch, got {ph}x{pw}")
+        layers, channels = self._block(3, width, 1), width
+        for _ in range(ph.bit_length() - 1):
+            out = min(channels * 2, embed_dim)
+            layers += self._block(channels, out, 2)
+            channels = out
+        layers.append(nn.Conv3d(channels, embed_dim, kernel_size=(pt, 1, 1), stride=(pt, 1, 1)))
+        self.layers = nn.Sequential(*layers)
+
+    @staticmethod
+    def _block(cin: int, cout: int, stride: int) -> list[nn.Module]:
+        conv = nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False)
+        return [conv, nn.BatchNorm3d(cout), nn.GELU()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> (B, C, T/pt, H/ph, W/pw)
+        return self.layers(x)
 
 
 class VideoSwinEncoder(nn.Module):
@@ -32,6 +64,10 @@ class VideoSwinEncoder(nn.Module):
         )
         # Retrieval needs tokens, not Kinetics logits: drop the head and its pooling.
         del self.swin.head, self.swin.avgpool
+        if cfg.stem == "conv":
+            self.swin.patch_embed.proj = ConvStem(cfg.patch_size, cfg.embed_dim)  # Swin's padding and norm stay
+        elif cfg.stem != "patch":
+            raise ValueError(f"video stem must be 'patch' or 'conv', got {cfg.stem!r}")
         self.mask_token = nn.Parameter(torch.zeros(cfg.embed_dim))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
@@ -41,6 +77,11 @@ class VideoSwinEncoder(nn.Module):
         grid_t, grid_h, grid_w = self.patch_grid
         self.token_grid = (grid_t, -(-grid_h // 2**merges), -(-grid_w // 2**merges))
         self.out_dim = cfg.embed_dim * 2**merges
+
+    def train(self, mode: bool = True) -> VideoSwinEncoder:
+        # A frozen tower stays in eval mode: BatchNorm (conv stem) keeps its statistics, no stochastic depth.
+        frozen = not any(p.requires_grad for p in self.parameters())
+        return super().train(mode and not frozen)
 
     @property
     def num_tokens(self) -> int:

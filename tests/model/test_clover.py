@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model import CheckpointError, Clover, create_model, get_model_config, list_models
-from tests.model.helpers import tiny_model
+from tests.model.helpers import TINY_OVERRIDES, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +182,27 @@ def test_clip_token_is_one_more_video_position_and_survives_a_checkpoint(tmp_pat
     assert loaded.config.fusion.clip_token
     torch.testing.assert_close(loaded.fuse(tokens, hidden, text["attention_mask"])[1],
                                model.fuse(tokens, hidden, text["attention_mask"])[1])
+
+
+def test_conv_stem_keeps_the_token_grid_and_its_statistics_survive_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    patch, conv = tiny_model().eval(), tiny_model(video={**TINY_OVERRIDES["video"], "stem": "conv"})
+    x = frames(patch)
+    assert conv.encode_video(x, return_tokens=True)[1].shape == patch.encode_video(x, return_tokens=True)[1].shape
+    conv.train()
+    conv.encode_video(x)  # one training forward moves BatchNorm's running statistics
+    conv.eval()
+    loaded = Clover.from_pretrained(conv.save_pretrained(tmp_path / "ckpt")).eval()
+    torch.testing.assert_close(loaded.encode_video(x), conv.encode_video(x))
+    loaded.video_encoder.requires_grad_(False)  # frozen, as a QA or retrieval fine-tune may leave it
+    loaded.train()
+    assert not loaded.video_encoder.training and loaded.fusion.training
+    loaded.encode_video(x)
+    torch.testing.assert_close(loaded.encode_video(x), conv.eval().encode_video(x))  # statistics unchanged
+
+
+def test_conv_stem_needs_a_square_power_of_two_patch():
+    with pytest.raises(ValueError, match="power-of-two"):
+        tiny_model(video={**TINY_OVERRIDES["video"], "patch_size": [2, 6, 6], "stem": "conv"})
+    with pytest.raises(ValueError, match="stem must be"):
+        tiny_model(video={**TINY_OVERRIDES["video"], "stem": "resnet"})
