@@ -4,15 +4,15 @@ Embeddings are unit-norm, so inner product is cosine similarity. Every index is 
 catalog segment ids (IDMap2 keeps the id map inside the file and supports `remove_ids` where the inner index
 does). The inner index is a FAISS factory string chosen by collection size unless the user names one:
 
-| vectors        | factory                  | search params           | why                                      |
-| -------------- | ------------------------ | ----------------------- | ---------------------------------------- |
-| < 50k          | Flat                     |                         | exact; brute force over 50k x D is a few ms |
-| 50k .. 1M      | HNSW32                   | efSearch=128            | ~0.95+ recall at a fraction of Flat's cost |
-| >= 1M          | IVF{n},PQ{m},Refine(SQ8) | nprobe=64,k_factor_rf=4 | PQ codes find a shortlist 4x wider than k; |
-|                |                          |                         | 8-bit scalar codes re-score it near-exactly |
+| vectors   | factory                  | search params           | why                                          |
+| --------- | ------------------------ | ----------------------- | -------------------------------------------- |
+| < 50k     | Flat                     |                         | exact; brute force over 50k x D is a few ms  |
+| 50k .. 1M | HNSW32                   | efSearch=128            | ~0.95+ recall at a fraction of Flat's cost   |
+| >= 1M     | IVF{n},PQ{m},Refine(SQ8) | nprobe=64,k_factor_rf=4 | PQ finds a shortlist 4x wider than k, 8-bit  |
+|           |                          |                         | scalar codes re-score it near-exactly        |
 
-At 1M clustered 256-d vectors the refined IVF-PQ beats HNSW32 on recall (R@10 0.77 vs 0.75), memory (325 MiB
-vs 1.2 GiB) and latency, and doubles plain IVF-PQ's R@1 (0.81 vs 0.39, docs/benchmarks.md). FAISS cannot
+At 1M clustered 256-d vectors the refined IVF-PQ beats HNSW32 on recall (R@10 0.77 vs 0.75) in a quarter of
+its memory (325 MiB vs 1.2 GiB), and doubles plain IVF-PQ's R@1 (0.81 vs 0.39, docs/benchmarks.md). FAISS cannot
 remove ids through a Refine wrapper or from HNSW, so those indexes are rebuilt when segments are deleted.
 Recall of any choice is measured against Flat (`recall_at_k`, `bench/bench_index_recall.py`).
 

@@ -5,9 +5,10 @@ patch embedding: masked cells of the spatial patch grid are replaced by a learna
 step, because an object persists across frames and per-frame masking would leak it from the neighbours.
 
 `stem="conv"` replaces the patch embedding's single strided convolution with a small convolutional stem of the
-same stride (Xiao et al. 2021, "Early Convolutions Help Transformers See Better"). A Swin trained from scratch
-on a few thousand clips learns colour, size and motion through its linear patches but not the outline of a
-13-pixel object; a convolutional stem brings the locality that needs (`bench/probe_shape_learning.py`).
+same stride (Xiao et al. 2021, "Early Convolutions Help Transformers See Better"). Trained from scratch on shape
+labels alone, clover-tiny's Swin stays at chance while the conv stem reaches 55% in 300 steps
+(`bench/probe_shape_learning.py`); in a full pretraining run it did not improve shape (docs/benchmarks.md,
+session 4), so no preset uses it.
 """
 
 from __future__ import annotations
