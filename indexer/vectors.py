@@ -12,7 +12,8 @@ does). The inner index is a FAISS factory string chosen by collection size unles
 |           |                          |                         | scalar codes re-score it near-exactly        |
 
 At 1M clustered 256-d vectors the refined IVF-PQ beats HNSW32 on recall (R@10 0.77 vs 0.75) in a quarter of
-its memory (325 MiB vs 1.2 GiB), and doubles plain IVF-PQ's R@1 (0.81 vs 0.39, docs/benchmarks.md). FAISS cannot
+its memory (325 MiB vs 1.2 GiB) at half its latency (0.64 vs 1.32 ms, one `make bench` run), and doubles plain
+IVF-PQ's R@1 (0.81 vs 0.39, docs/benchmarks.md). FAISS cannot
 remove ids through a Refine wrapper or from HNSW, so those indexes are rebuilt when segments are deleted.
 Recall of any choice is measured against Flat (`recall_at_k`, `bench/bench_index_recall.py`).
 
