@@ -13,6 +13,7 @@ with the task reduced to its core: the single-object clips of the train split (a
 - `--train swin`: the preset's (or `--model` JSON's) Video Swin tower from random init, trained on shape alone
   (max over its tokens -> linear), AdamW at `--lr`, batches of 32. Can the architecture learn it from this much
   data, with direct supervision?
+- `--shift N`: each training clip moved by a random offset of up to N pixels (held-out clips are not).
 - `--train cnn`: the same on a 3-layer 2D CNN with global max pooling (every frame, max over time): the
   baseline that says the labels and pixels are fine.
 
@@ -98,15 +99,25 @@ class SwinShape(nn.Module):
         return self.head(self.encoder(clips).amax(1))
 
 
+def shifted(clips: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Each clip moved by its own random (dy, dx) in [-shift, shift] pixels, edges replicated: augmentation
+    against learning where an object was instead of what it looks like."""
+    b, t, c, h, w = clips.shape
+    padded = F.pad(clips.flatten(0, 1), (shift,) * 4, mode="replicate").view(b, t, c, h + 2 * shift, w + 2 * shift)
+    offsets = torch.randint(0, 2 * shift + 1, (b, 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, :, y : y + h, x : x + w] for i, (y, x) in enumerate(offsets)])
+
+
 def train_from_scratch(net: nn.Module, clips: torch.Tensor, labels: torch.Tensor, learn: int, steps: int,
-                       lr: float) -> list[tuple[int, float, float]]:
+                       lr: float, shift: int = 0) -> list[tuple[int, float, float]]:
     """(step, train loss, held-out accuracy %) every 50 steps."""
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
-    log, began = [], time.perf_counter()
+    log, began, generator = [], time.perf_counter(), torch.Generator().manual_seed(0)
     for step in range(1, steps + 1):
         batch = torch.randint(0, learn, (BATCH,))
-        loss = F.cross_entropy(net(clips[batch]), labels[batch])
+        inputs = shifted(clips[batch], shift, generator) if shift else clips[batch]
+        loss = F.cross_entropy(net(inputs), labels[batch])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -131,6 +142,7 @@ def main() -> None:
     parser.add_argument("--model", default="clover-tiny", help="preset or JSON config of the Swin tower (--train swin)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--shift", type=int, default=0, help="random translation of each training clip, pixels")
     args = parser.parse_args()
     if not args.checkpoint and not args.train:
         parser.error("give --checkpoint, --train, or both")
@@ -148,7 +160,7 @@ def main() -> None:
     if args.train:
         net = FrameCNN() if args.train == "cnn" else SwinShape(
             VideoSwinEncoder(config.video, config.num_frames, config.image_size))
-        train_from_scratch(net, clips, labels, learn, args.steps, args.lr)
+        train_from_scratch(net, clips, labels, learn, args.steps, args.lr, args.shift)
 
 
 if __name__ == "__main__":
