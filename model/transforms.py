@@ -132,6 +132,23 @@ class VideoTransform:
         return f"VideoTransform(image_size={self.image_size}, train={self.train})"
 
 
+def shift_clip(frames: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 `[T, H, W, 3]` moved by one random (dy, dx) in [-max_shift, max_shift] pixels, edges replicated.
+
+    Training augmentation for a world where captions name motions and shapes but never absolute positions: a Video
+    Swin trained from scratch on a few thousand clips otherwise memorises where each object sits instead of
+    learning its outline (`bench/probe_shape_learning.py --shift`). The same offset for every frame keeps motion
+    intact.
+    """
+    if max_shift <= 0:
+        return frames
+    dy, dx = (int(v) for v in rng.integers(-max_shift, max_shift + 1, size=2))
+    height, width = frames.shape[1:3]
+    padded = np.pad(frames, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)), mode="edge")
+    top, left = max_shift - dy, max_shift - dx
+    return np.ascontiguousarray(padded[:, top : top + height, left : left + width])
+
+
 def load_clip(
     path: str | os.PathLike,
     num_frames: int,

@@ -120,7 +120,7 @@ def build_qa(args: argparse.Namespace, model: Clover, freeze: bool, cfg, out: Pa
         videos = None
     else:
         videos = build_dataset(args.data, args.split, model, args, train=True, seed=cfg.seed,
-                               cache_dir=out / "cache")
+                               cache_dir=out / "cache", max_shift=cfg.max_shift)
         samples = videos.samples
         tokens, rows = None, {i: i for i in videos.indices}
     items = question_items(samples, rows, vocab, open_questions=wants_open, choice_questions=wants_choice)
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if freeze:
             freeze_video(model)
         dataset = build_dataset(args.data, args.split, model, args, train=True, seed=cfg.seed,
-                                cache_dir=out / "cache", info=info)
+                                cache_dir=out / "cache", info=info, max_shift=cfg.max_shift)
         collate = TextCollator(model.tokenizer, model.config.text.max_length)
         loss_fn, notes = RetrievalObjective(args.tau, info), {"frozen_video": freeze}
         notes["frozen_text"] = args.freeze_text

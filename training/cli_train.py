@@ -42,6 +42,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-checkpointing", action="store_true", default=None)
     g.add_argument("--workers", type=int, help="DataLoader workers")
     g.add_argument("--seed", type=int)
+    g.add_argument("--max-shift", type=int, help="move each training clip by a random offset of up to N pixels")
     g.add_argument("--save-every", type=int, help="checkpoint every N steps (0: only the final one)")
     g.add_argument("--log-every", type=int)
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
@@ -86,7 +87,7 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def build_dataset(data: str, split: str, model: Clover, args, train: bool, seed: int, cache_dir: Path,
-                  info: DistInfo | None = None):
+                  info: DistInfo | None = None, max_shift: int = 0):
     info = info or DistInfo()
     samples = read_manifest(split_manifest(data, split))
     cache = None
@@ -105,7 +106,7 @@ def build_dataset(data: str, split: str, model: Clover, args, train: bool, seed:
         if not info.is_main:
             cache = build()
     dataset = VideoTextDataset(samples, model.config.num_frames, model.config.image_size, train=train,
-                               cache=cache, seed=seed)
+                               cache=cache, seed=seed, max_shift=max_shift)
     if dataset.skipped:
         log.warning("%s: %d of %d videos skipped (decode failures)", split, dataset.skipped, len(samples))
     return dataset
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     masker = masker_cls(model.tokenizer, max_length=model.config.text.max_length, seed=cfg.seed)
     out = Path(args.out)
     dataset = build_dataset(args.data, args.split, model, args, train=True, seed=cfg.seed, cache_dir=out / "cache",
-                            info=info)
+                            info=info, max_shift=cfg.max_shift)
     run_config = {"data": str(args.data), "model": model.config.to_dict(), "objective": objective.to_dict(),
                   "objective_name": args.objective, "train": cfg.to_dict(), "world_size": info.world_size}
     if info.is_main:

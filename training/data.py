@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from model.transforms import VideoTransform, sample_indices
+from model.transforms import VideoTransform, sample_indices, shift_clip
 from model.video_io import VideoDecodeError, probe_video, read_frames
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,8 @@ class FrameCache:
 
 
 class VideoTextDataset(Dataset):
-    """(frames [T, 3, S, S], caption, index) per sample; training draws a random caption and random frames.
+    """(frames [T, 3, S, S], caption, index) per sample; training draws a random caption and random frames
+    and, with `max_shift`, moves the clip by a random offset.
 
     With a `FrameCache`, frames come from the cache; otherwise each item is decoded on the fly in the
     DataLoader worker (large corpora). Samples that failed to decode are left out and counted in `skipped`.
@@ -219,13 +220,17 @@ class VideoTextDataset(Dataset):
         train: bool,
         cache: FrameCache | None = None,
         seed: int = 0,
+        max_shift: int = 0,
     ):
         self.samples = samples
         self.num_frames, self.image_size, self.train = num_frames, image_size, train
         self.cache = cache
         self.indices = [i for i in range(len(samples)) if cache is None or cache.valid[i]]
         self.skipped = len(samples) - len(self.indices)
-        self.transform = VideoTransform(image_size, train=False)  # synthworld positions matter: no crop jitter
+        # No scale jitter or crop: sizes are labels in synthworld. Translation (`max_shift` pixels, training only)
+        # changes no caption and keeps the video tower from memorising where objects sit.
+        self.transform = VideoTransform(image_size, train=False)
+        self.max_shift = max_shift if train else 0
         self.seed = seed
         self.epoch = 0
 
@@ -257,7 +262,10 @@ class VideoTextDataset(Dataset):
         sample = self.samples[index]
         rng = self._rng(item) if self.train else None
         caption = rng.choice(sample.captions) if (rng and sample.captions) else (sample.captions or [""])[0]
-        frames = self.transform(self.frames(index, rng))
+        frames = self.frames(index, rng)
+        if self.max_shift and rng is not None:
+            frames = shift_clip(frames, self.max_shift, np.random.default_rng(rng.getrandbits(32)))
+        frames = self.transform(frames)
         key = rng.getrandbits(32) if rng else index
         return {"frames": frames, "caption": caption, "index": index, "key": key}
 

@@ -62,6 +62,7 @@ class TrainConfig:
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes that get no gradient
     neighbour_groups: int = 0  # > 1: batches of this many caption neighbours at a time (training.batching)
     neighbour_pool: int = 8  # a group is drawn from its seed's this many nearest captions
+    max_shift: int = 0  # pixels: each training clip moved by a random offset up to this (training.data)
 
     def to_dict(self) -> dict:
         return asdict(self)

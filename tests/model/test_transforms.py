@@ -13,6 +13,7 @@ from model.transforms import (
     load_clip,
     sample_indices,
     segment_windows,
+    shift_clip,
 )
 from tests.video_factory import frame_level, write_video
 
@@ -122,6 +123,26 @@ def test_transform_never_flips():
         out = transform(frames)
         assert out.shape == (2, 3, 24, 24)
         assert out[:, 0, :, 0].mean() >= out[:, 0, :, -1].mean()  # left stays brighter than right
+
+
+def test_shift_clip_moves_every_frame_by_one_offset_and_replicates_edges():
+    frames = np.zeros((3, 16, 16, 3), np.uint8)
+    frames[:, 6:9, 6:9] = 200  # a 3 x 3 square in the middle
+    frames[:, :, 0] = 50  # a grey left edge column
+    rng = np.random.default_rng(0)
+    offsets = set()
+    for _ in range(20):
+        out = shift_clip(frames, 3, rng)
+        assert out.shape == frames.shape and out.dtype == np.uint8
+        ys, xs = np.nonzero(out[0, :, :, 0] == 200)
+        dy, dx = int(ys.min()) - 6, int(xs.min()) - 6
+        assert -3 <= dy <= 3 and -3 <= dx <= 3 and len(ys) == 9  # the square moved whole, not cut
+        assert (out == out[:1]).all()  # the same offset in every frame
+        if dx > 0:
+            assert (out[0, :, :dx + 1, 0] == 50).all()  # the edge column replicated into the gap
+        offsets.add((dy, dx))
+    assert len(offsets) > 5
+    assert shift_clip(frames, 0, rng) is frames
 
 
 def test_transform_rejects_wrong_layout():

@@ -27,11 +27,12 @@ def dataset_dir(tmp_path_factory):
     return root
 
 
-def make_trainer(dataset_dir, out, max_steps, neighbour_groups=0):
+def make_trainer(dataset_dir, out, max_steps, neighbour_groups=0, max_shift=0):
     model = tiny_model()  # dropout and stochastic depth on: the RNG state must be restored too
     samples = read_jsonl_manifest(dataset_dir / "train.jsonl")
     cache = FrameCache.build(samples, dataset_dir / "cache.npy", frames=8, size=32, workers=1)
-    dataset = VideoTextDataset(samples, model.config.num_frames, model.config.image_size, train=True, cache=cache, seed=3)
+    dataset = VideoTextDataset(samples, model.config.num_frames, model.config.image_size, train=True, cache=cache, seed=3,
+                               max_shift=max_shift)
     masker = SemanticTextMasker(model.tokenizer, max_length=16, seed=3)
     cfg = TrainConfig(out=str(out), batch_size=4, max_steps=max_steps, warmup_steps=2, lr=1e-3, workers=0,
                       save_every=3, log_every=1, seed=3, neighbour_groups=neighbour_groups)
@@ -39,14 +40,16 @@ def make_trainer(dataset_dir, out, max_steps, neighbour_groups=0):
                    TextCollator(model.tokenizer, 16, masker), cfg)
 
 
-@pytest.mark.parametrize("neighbour_groups", [0, 2], ids=["random-batches", "neighbour-batches"])
-def test_resume_continues_with_the_identical_loss_sequence(dataset_dir, tmp_path, neighbour_groups):
-    full = make_trainer(dataset_dir, tmp_path / "full", max_steps=7, neighbour_groups=neighbour_groups).train(
-        progress=False)
+@pytest.mark.parametrize(("neighbour_groups", "max_shift"), [(0, 0), (2, 0), (0, 3)],
+                         ids=["random-batches", "neighbour-batches", "shifted-clips"])
+def test_resume_continues_with_the_identical_loss_sequence(dataset_dir, tmp_path, neighbour_groups, max_shift):
+    full = make_trainer(dataset_dir, tmp_path / "full", max_steps=7, neighbour_groups=neighbour_groups,
+                        max_shift=max_shift).train(progress=False)
     assert (tmp_path / "full" / "checkpoint-0000003" / "trainer_state.pt").is_file()
     assert (tmp_path / "full" / "final" / "model.safetensors").is_file()
 
-    resumed_trainer = make_trainer(dataset_dir, tmp_path / "resumed", max_steps=7, neighbour_groups=neighbour_groups)
+    resumed_trainer = make_trainer(dataset_dir, tmp_path / "resumed", max_steps=7, neighbour_groups=neighbour_groups,
+                                   max_shift=max_shift)
     resumed_trainer.resume(tmp_path / "full" / "checkpoint-0000003")
     assert resumed_trainer.step == 3
     resumed = resumed_trainer.train(progress=False)
@@ -54,3 +57,22 @@ def test_resume_continues_with_the_identical_loss_sequence(dataset_dir, tmp_path
     assert [r["step"] for r in resumed] == [4, 5, 6, 7]
     assert [r["loss"] for r in resumed] == [r["loss"] for r in full[3:]]
     assert [r["lr"] for r in resumed] == [r["lr"] for r in full[3:]]
+
+
+def test_shifted_clips_are_reproducible_per_epoch_and_only_in_training(dataset_dir):
+    samples = read_jsonl_manifest(dataset_dir / "train.jsonl")
+    cache = FrameCache.build(samples, dataset_dir / "cache.npy", frames=8, size=32, workers=1)
+
+    def dataset(train, max_shift):
+        return VideoTextDataset(samples, 4, 32, train=train, cache=cache, seed=3, max_shift=max_shift)
+
+    shifted, plain = dataset(True, 4), dataset(True, 0)
+    first = [shifted[i]["frames"] for i in range(len(shifted))]
+    again = dataset(True, 4)
+    assert all(a.equal(again[i]["frames"]) for i, a in enumerate(first))
+    assert any(not a.equal(plain[i]["frames"]) for i, a in enumerate(first))  # the clips did move
+    shifted.epoch = 1
+    assert any(not a.equal(shifted[i]["frames"]) for i, a in enumerate(first))  # a new offset each epoch
+    evaluation = dataset(False, 4)
+    assert evaluation.max_shift == 0
+    assert evaluation[0]["frames"].equal(dataset(False, 0)[0]["frames"])
