@@ -21,6 +21,7 @@ from model import Clover, create_model
 from .data import FrameCache, TextCollator, VideoTextDataset, read_manifest, split_manifest
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .masking import RandomTextMasker, SemanticTextMasker
+from .negatives import NounSwapper
 from .objective import PRESETS, CloverObjective, objective_config
 from .trainer import TrainConfig, Trainer, resolve_device
 
@@ -158,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
     trainer = Trainer(model, CloverObjective(objective, info), dataset,
-                      TextCollator(model.tokenizer, model.config.text.max_length, masker), cfg, info, run_config)
+                      TextCollator(model.tokenizer, model.config.text.max_length, masker,
+                                   negatives=NounSwapper() if objective.caption_negatives else None),
+                      cfg, info, run_config)
     run_trainer(trainer, args, out, info)
     cleanup()
     return 0

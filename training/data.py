@@ -257,30 +257,37 @@ class VideoTextDataset(Dataset):
         return decode_clip(sample, self.num_frames, self.image_size, mode=mode,
                            rng=np.random.default_rng(rng.getrandbits(32)) if rng else None)
 
+    def clip(self, index: int, rng: random.Random | None) -> torch.Tensor:
+        """Sample `index` as the model's input [T, 3, S, S]: its frames, moved by up to `max_shift` in training."""
+        frames = self.frames(index, rng)
+        if self.max_shift and rng is not None:
+            frames = shift_clip(frames, self.max_shift, np.random.default_rng(rng.getrandbits(32)))
+        return self.transform(frames)
+
     def __getitem__(self, item: int) -> dict[str, Any]:
         index = self.indices[item]
         sample = self.samples[index]
         rng = self._rng(item) if self.train else None
         caption = rng.choice(sample.captions) if (rng and sample.captions) else (sample.captions or [""])[0]
-        frames = self.frames(index, rng)
-        if self.max_shift and rng is not None:
-            frames = shift_clip(frames, self.max_shift, np.random.default_rng(rng.getrandbits(32)))
-        frames = self.transform(frames)
+        frames = self.clip(index, rng)
         key = rng.getrandbits(32) if rng else index
         return {"frames": frames, "caption": caption, "index": index, "key": key}
 
 
 class TextCollator:
-    """Stacks frames and tokenises captions in the worker; with a masker also the masked text and MLM labels."""
+    """Stacks frames and tokenises captions in the worker; with a masker also the masked text and MLM labels,
+    with `negatives` (a `NounSwapper`) one hard negative caption per sample (`negative_*`, `has_negative`)."""
 
-    def __init__(self, tokenizer: Any, max_length: int, masker: Callable | None = None):
-        self.tokenizer, self.max_length, self.masker = tokenizer, max_length, masker
+    def __init__(self, tokenizer: Any, max_length: int, masker: Callable | None = None,
+                 negatives: Callable | None = None):
+        self.tokenizer, self.max_length, self.masker, self.negatives = tokenizer, max_length, masker, negatives
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         captions = [item["caption"] for item in items]
+        # Masks and swaps depend only on the batch's contents, not on the worker or the order batches arrive in.
+        batch_key = hash(tuple(item["key"] for item in items)) & 0xFFFFFFFF
         if self.masker is not None and hasattr(self.masker, "reseed"):
-            # Masks depend only on the batch's contents, not on the worker or the order batches arrive in.
-            self.masker.reseed(hash(tuple(item["key"] for item in items)) & 0xFFFFFFFF)
+            self.masker.reseed(batch_key)
         batch: dict[str, Any] = {
             "frames": torch.stack([item["frames"] for item in items]),  # (B, T, 3, S, S)
             "index": torch.tensor([item["index"] for item in items]),
@@ -295,4 +302,10 @@ class TextCollator:
             tokens = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length,
                                     return_tensors="pt")
             batch.update(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        if self.negatives is not None:
+            swapped = self.negatives(captions, random.Random(batch_key))
+            tokens = self.tokenizer([neg or cap for neg, cap in zip(swapped, captions, strict=True)], padding=True,
+                                    truncation=True, max_length=self.max_length, return_tensors="pt")
+            batch.update(negative_input_ids=tokens["input_ids"], negative_attention_mask=tokens["attention_mask"],
+                         has_negative=torch.tensor([neg is not None for neg in swapped]))
         return batch

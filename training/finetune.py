@@ -138,7 +138,7 @@ class QuestionDataset(Dataset):
         if self.videos is None:
             return item
         rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF) if self.videos.train else None
-        frames = self.videos.transform(self.videos.frames(item["row"], rng))  # (T, 3, S, S)
+        frames = self.videos.clip(item["row"], rng)  # (T, 3, S, S)
         return {**item, "frames": frames}
 
 

@@ -191,6 +191,21 @@ def info_nce(video_e: Tensor, text_e: Tensor, tau: float | Tensor = DEFAULT_TAU)
     return 0.5 * (directional_nce(video_e, text_e, tau) + directional_nce(text_e, video_e, tau))
 
 
+def nce_with_hard_negatives(
+    anchor: Tensor, candidates: Tensor, negatives: Tensor, valid: Tensor, tau: float | Tensor, offset: int = 0
+) -> Tensor:
+    """One InfoNCE direction with one extra, sample-specific negative per anchor (NegCLIP's caption swaps).
+
+    anchor [b, D] must pick candidate ``offset + i`` of candidates [B, D] over the in-batch candidates *and*
+    its own hard negative, row i of negatives [b, D]; ``valid`` [b] bool says which rows have one (the rest are
+    plain InfoNCE rows). Mean over anchors of -log softmax.
+    """
+    in_batch = _logits(anchor, candidates, tau)  # [b, B]
+    own = (anchor.float() * negatives.float()).sum(-1, keepdim=True) / tau  # [b, 1]
+    own = own.masked_fill(~valid.unsqueeze(1), float("-inf"))
+    return F.cross_entropy(torch.cat([in_batch, own], dim=1), _diagonal_targets(anchor, offset))
+
+
 @torch.no_grad()
 def sample_hard_negatives(
     sim: Tensor, generator: torch.Generator | None = None, exclude: Tensor | None = None

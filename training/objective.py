@@ -13,6 +13,9 @@ Video-text matching with in-batch hard negatives (`matching`) pre-trains the re-
 METHOD's total and is on for every preset variant unless switched off, so variants differ only in what the paper
 varies. `tiny-synthworld-b32` switches it off: the re-ranker gets its own fine-tune (`clover finetune --task
 rerank`, negatives mined over the whole training split) and pretraining steps skip 3n fusion passes.
+
+`caption_negatives` (off in every preset variant; not in the paper) adds NegCLIP's noun-swapped captions as one
+extra negative per video, for worlds where in-batch negatives almost never differ in a noun alone.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class ObjectiveConfig:
     focal: bool = True  # focal MLM (gamma) instead of cross-entropy
     info_nce: bool = False  # plain V_e <-> T_e InfoNCE (the baseline's alignment)
     matching: bool = True  # video-text matching with in-batch hard negatives (re-ranking head)
+    caption_negatives: bool = False  # video -> text NCE with a noun-swapped caption per video (training.negatives)
     text_masking: str = "semantic"  # semantic (POS-based) or random
     tau: float = losses.DEFAULT_TAU
     margin: float = losses.DEFAULT_MARGIN
@@ -45,6 +49,7 @@ class ObjectiveConfig:
     matching_pairs: int = 16  # true pairs per rank fed to the matching head (+2x hard negatives): fusion is costly
     mlm_weight: float = 1.0
     matching_weight: float = 1.0
+    caption_negative_weight: float = 1.0
 
     @property
     def needs_masked_video(self) -> bool:
@@ -108,6 +113,10 @@ class CloverObjective(nn.Module):
             )
         if cfg.info_nce:
             terms["info_nce"] = losses.info_nce(g_video, g_text, cfg.tau)
+        if cfg.caption_negatives:
+            negatives = model.encode_text(batch["negative_input_ids"], batch["negative_attention_mask"])
+            terms["caption_negatives"] = cfg.caption_negative_weight * losses.nce_with_hard_negatives(
+                video_e, g_text, negatives, batch["has_negative"], cfg.tau, offset=info.rank * frames.shape[0])
         if cfg.ranking:
             terms["ranking"] = losses.pairwise_ranking(video_e, text_e, text_m, video_m, cfg.tau, cfg.margin)
         if cfg.mlm:

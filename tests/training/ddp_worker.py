@@ -21,7 +21,7 @@ def main(work: str) -> None:
     batch = torch.load(os.path.join(work, "batch.pt"), weights_only=True)
     local = batch["frames"].shape[0] // info.world_size
     mine = {k: v[info.rank * local : (info.rank + 1) * local] for k, v in batch.items()}
-    objective = CloverObjective(objective_config("clover", matching=False), info)
+    objective = CloverObjective(objective_config("clover", matching=False, caption_negatives=True), info)
     step = torch.nn.parallel.DistributedDataParallel(TrainingStep(model, objective), find_unused_parameters=True)
     loss, _ = step(mine, torch.Generator().manual_seed(7))
     loss.backward()

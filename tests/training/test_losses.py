@@ -12,6 +12,7 @@ from training.losses import (
     exclusive_nce,
     focal_mlm,
     info_nce,
+    nce_with_hard_negatives,
     pairwise_ranking,
     reverse_nce,
     sample_hard_negatives,
@@ -158,6 +159,38 @@ def test_info_nce_is_the_mean_of_both_directions():
     v, t = unit(7, 8), unit(7, 8)
     expected = 0.5 * (ref_direction(v, t, TAU) + ref_direction(t, v, TAU))
     assert info_nce(v, t, TAU).item() == pytest.approx(expected, abs=ATOL)
+
+
+def ref_hard_negative_direction(anchor, candidates, negatives, valid, tau, offset):
+    """Mean over i of -log of the positive's share among all candidates plus, where valid, i's own negative."""
+    total = 0.0
+    for i in range(anchor.shape[0]):
+        terms = [math.exp(dot(anchor[i], c) / tau) for c in candidates]
+        if valid[i]:
+            terms.append(math.exp(dot(anchor[i], negatives[i]) / tau))
+        total += -math.log(terms[offset + i] / sum(terms))
+    return total / anchor.shape[0]
+
+
+def test_nce_with_hard_negatives_matches_reference():
+    anchor, candidates, negatives = unit(4, 8), unit(10, 8), unit(4, 8)
+    valid = torch.tensor([True, False, True, True])
+    got = nce_with_hard_negatives(anchor, candidates, negatives, valid, TAU, offset=3)
+    assert got.item() == pytest.approx(ref_hard_negative_direction(anchor, candidates, negatives, valid, TAU, 3),
+                                       abs=ATOL)
+    none = torch.zeros(4, dtype=torch.bool)  # without negatives: the plain direction
+    assert nce_with_hard_negatives(anchor, candidates[3:7], negatives, none, TAU).item() == pytest.approx(
+        ref_direction(anchor, candidates[3:7], TAU), abs=ATOL)
+
+
+def test_a_hard_negative_close_to_the_anchor_raises_the_loss_and_gets_pushed_away():
+    anchor, candidates = unit(3, 8), unit(3, 8)
+    near = F.normalize(anchor + 0.05 * torch.randn(3, 8, dtype=torch.float64), dim=-1).requires_grad_()
+    valid = torch.ones(3, dtype=torch.bool)
+    loss = nce_with_hard_negatives(anchor, candidates, near, valid, TAU)
+    assert loss.item() > nce_with_hard_negatives(anchor, candidates, near, ~valid, TAU).item()
+    loss.backward()
+    assert ((near.grad * anchor).sum(-1) > 0).all()  # descending the gradient lowers each negative's similarity
 
 
 def test_pairwise_ranking_matches_reference_and_has_gradients():

@@ -1,0 +1,60 @@
+"""Noun-swapped hard negative captions: the swapper, the collator's tensors and the objective's term."""
+
+import random
+
+import torch
+
+from tests.model.helpers import deterministic_tiny_model
+from training.data import TextCollator
+from training.negatives import NounSwapper
+from training.objective import CloverObjective, objective_config
+from training.trainer import TrainingStep
+
+CAPTIONS = ["a small red circle moves left", "a large blue square grows", "a white cross stays still while a "
+            "green triangle moves up", "it moves"]
+
+
+def test_each_negative_swaps_exactly_one_noun_for_another_noun_of_the_batch():
+    swapper = NounSwapper()
+    negatives = swapper(CAPTIONS, random.Random(0))
+    assert negatives[3] is None  # no noun to swap
+    tagged = [{caption[a:b] for a, b in spans} for caption, spans in zip(CAPTIONS, swapper.nouns(CAPTIONS),
+                                                                      strict=True)]
+    assert {"circle", "square", "cross", "triangle"} <= set().union(*tagged)
+    for caption, negative, nouns in zip(CAPTIONS[:3], negatives[:3], tagged[:3], strict=True):
+        changed = [(a, b) for a, b in zip(caption.split(), negative.split(), strict=True) if a != b]
+        assert len(changed) == 1, (caption, negative)
+        old, new = changed[0]
+        assert old in nouns and new in set().union(*tagged) and old != new
+    assert swapper(CAPTIONS, random.Random(0)) == negatives  # reproducible per seed
+    assert len({tuple(swapper(CAPTIONS, random.Random(s))) for s in range(10)}) > 1
+
+
+def test_no_negative_when_the_batch_has_a_single_noun():
+    assert NounSwapper()(["a red circle", "a blue circle"], random.Random(0)) == [None, None]
+
+
+def test_collator_adds_negative_tensors_reproducibly():
+    model = deterministic_tiny_model()
+    collate = TextCollator(model.tokenizer, 16, negatives=NounSwapper())
+    items = [{"frames": torch.zeros(2, 3, 4, 4), "caption": c, "index": i, "key": i} for i, c in enumerate(CAPTIONS)]
+    batch = collate(items)
+    assert batch["has_negative"].tolist() == [True, True, True, False]
+    assert batch["negative_input_ids"].shape[0] == 4
+    assert not batch["negative_input_ids"][0].equal(batch["input_ids"][0][: batch["negative_input_ids"].shape[1]])
+    assert collate(items)["negative_input_ids"].equal(batch["negative_input_ids"])
+
+
+def test_objective_term_trains_the_video_tower():
+    torch.manual_seed(0)
+    model = deterministic_tiny_model()
+    cfg = model.config
+    items = [{"frames": torch.randn(cfg.num_frames, 3, cfg.image_size, cfg.image_size), "caption": c, "index": i,
+              "key": i} for i, c in enumerate(CAPTIONS)]
+    batch = TextCollator(model.tokenizer, 16, negatives=NounSwapper())(items)
+    objective = CloverObjective(objective_config("clover", tma=False, ranking=False, mlm=False, matching=False,
+                                                 caption_negatives=True))
+    loss, terms = TrainingStep(model, objective)(batch, torch.Generator().manual_seed(0))
+    assert set(terms) == {"caption_negatives"} and torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.video_encoder.parameters())
