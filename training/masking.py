@@ -320,7 +320,29 @@ class RandomTextMasker(_TextMasker):
         return entries
 
 
-class SemanticTextMasker(_TextMasker):
+class LazyTagger:
+    """The spaCy POS pipeline, loaded on first use: objects stay cheap to build and to send to DataLoader
+    workers, and each worker loads its own pipeline instead of unpickling one."""
+
+    _nlp: Any = None
+    _owns_nlp: bool = True
+
+    @property
+    def nlp(self) -> Any:
+        if self._nlp is None:
+            import spacy
+
+            self._nlp = spacy.load(SPACY_MODEL, exclude=list(SPACY_EXCLUDE))
+        return self._nlp
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        if self._owns_nlp:
+            state["_nlp"] = None
+        return state
+
+
+class SemanticTextMasker(LazyTagger, _TextMasker):
     """Clover's semantic masking: whole content words chosen from spaCy POS tags (METHOD, "Masking").
 
     Candidates are nouns (NOUN, PROPN), adjectives (paper; ``adjectives=False`` follows the released code)
@@ -342,24 +364,9 @@ class SemanticTextMasker(_TextMasker):
         **kwargs: Any,
     ) -> None:
         super().__init__(tokenizer, ratio, max_length, seed, **kwargs)
-        self._nlp = nlp  # loaded on first use: cheap to construct and to send to workers
-        self._owns_nlp = nlp is None
+        self._nlp, self._owns_nlp = nlp, nlp is None
         self.adjectives = adjectives
         self.fallback_ratio = fallback_ratio
-
-    @property
-    def nlp(self) -> Any:
-        if self._nlp is None:
-            import spacy
-
-            self._nlp = spacy.load(SPACY_MODEL, exclude=list(SPACY_EXCLUDE))
-        return self._nlp
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        if self._owns_nlp:
-            state["_nlp"] = None  # each worker loads its own instead of unpickling a pipeline
-        return state
 
     def _word_roles(self, doc: Any) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """Character spans of the candidate words and of the protected (auxiliary) words of a doc."""

@@ -14,12 +14,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from .masking import NOUN_POS, SPACY_EXCLUDE, SPACY_MODEL
+from .masking import NOUN_POS, LazyTagger
 
 Span = tuple[int, int]  # character offsets of a word in its caption
 
 
-class NounSwapper:
+class NounSwapper(LazyTagger):
     """One negative per caption: a noun replaced by a different noun drawn from the batch's noun occurrences.
 
     Returns None for a caption without nouns, or when the batch offers no other noun. Deterministic for a given
@@ -27,24 +27,9 @@ class NounSwapper:
     """
 
     def __init__(self, nlp: Any = None, cache_size: int = 200_000):
-        self._nlp = nlp  # loaded on first use: cheap to construct and to send to DataLoader workers
-        self._owns_nlp = nlp is None
+        self._nlp, self._owns_nlp = nlp, nlp is None
         self._nouns: dict[str, list[Span]] = {}
         self.cache_size = cache_size
-
-    @property
-    def nlp(self) -> Any:
-        if self._nlp is None:
-            import spacy
-
-            self._nlp = spacy.load(SPACY_MODEL, exclude=list(SPACY_EXCLUDE))
-        return self._nlp
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        if self._owns_nlp:
-            state["_nlp"] = None  # each worker loads its own pipeline
-        return state
 
     def nouns(self, captions: list[str]) -> list[list[Span]]:
         missing = [c for c in dict.fromkeys(captions) if c not in self._nouns]
