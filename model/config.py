@@ -64,7 +64,7 @@ class HeadConfig:
     """Projection and task heads on top of the towers."""
 
     video_hidden: int = 1536  # video projection MLP width (code: 1024 -> 1536 -> 768)
-    video_pooling: str = "mean"  # tokens -> embedding: "mean" (paper) or "flatten" (keeps token positions)
+    video_pooling: str = "mean"  # tokens -> embedding: "mean" (paper), "flatten" (keeps positions), "flatten+max"
     qa_hidden: int = 384  # open-ended QA MLP width (code: 768 -> 384 -> N)
     mc_hidden: int = 256  # multiple-choice MLP width (code: 768 -> 256 -> 1)
     qa_dropout: float = 0.5

@@ -13,20 +13,29 @@ class VideoProjection(nn.Module):
     `pooling="mean"` (the paper) averages the K tokens first. `"flatten"` feeds all K tokens concatenated, so the
     embedding keeps where and when each token was: Swin has only relative positions, and a mean over a small
     grid cannot tell "moves left" from "moves right" (used by clover-tiny, whose grid is 4 x 2 x 2).
+    `"flatten+max"` also feeds the channel-wise max over the tokens: what an object looks like can then be read
+    with one set of weights wherever it is, instead of learned once per token position.
     """
+
+    POOLINGS = ("mean", "flatten", "flatten+max")
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, pooling: str = "mean", num_tokens: int = 1):
         super().__init__()
-        if pooling not in ("mean", "flatten"):
-            raise ValueError(f"video pooling must be 'mean' or 'flatten', got {pooling!r}")
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"video pooling must be one of {self.POOLINGS}, got {pooling!r}")
         self.pooling = pooling
-        width = in_dim * num_tokens if pooling == "flatten" else in_dim
+        width = {"mean": in_dim, "flatten": in_dim * num_tokens, "flatten+max": in_dim * (num_tokens + 1)}[pooling]
         self.mlp = nn.Sequential(
             nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, out_dim), nn.LayerNorm(out_dim)
         )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, K, C) -> (B, D)
-        pooled = tokens.flatten(1) if self.pooling == "flatten" else tokens.mean(dim=1)
+        if self.pooling == "mean":
+            pooled = tokens.mean(dim=1)
+        elif self.pooling == "flatten":
+            pooled = tokens.flatten(1)
+        else:
+            pooled = torch.cat([tokens.flatten(1), tokens.amax(dim=1)], dim=1)
         return self.mlp(pooled)
 
 

@@ -3,6 +3,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model import CheckpointError, Clover, create_model, get_model_config, list_models
+from model.heads import VideoProjection
 from tests.model.helpers import TINY_OVERRIDES, tiny_model
 
 
@@ -206,3 +207,17 @@ def test_conv_stem_needs_a_square_power_of_two_patch():
         tiny_model(video={**TINY_OVERRIDES["video"], "patch_size": [2, 6, 6], "stem": "conv"})
     with pytest.raises(ValueError, match="stem must be"):
         tiny_model(video={**TINY_OVERRIDES["video"], "stem": "resnet"})
+
+
+def test_video_poolings_see_what_they_promise():
+    tokens = torch.randn(2, 4, 8)
+    moved = tokens.roll(1, dims=1)  # the same tokens at other positions
+    for pooling, position_blind in [("mean", True), ("flatten", False), ("flatten+max", False)]:
+        head = VideoProjection(8, 16, 6, pooling=pooling, num_tokens=4).eval()
+        assert head(tokens).shape == (2, 6)
+        assert torch.allclose(head(tokens), head(moved), atol=1e-6) == position_blind, pooling
+    # flatten+max: the max path has its own weights, shared by every position
+    head = VideoProjection(8, 16, 6, pooling="flatten+max", num_tokens=4)
+    assert head.mlp[0].in_features == 8 * 5
+    with pytest.raises(ValueError, match="video pooling"):
+        VideoProjection(8, 16, 6, pooling="max")
