@@ -135,7 +135,7 @@ def video_block_masks(
 # --- text -------------------------------------------------------------------------------------------------
 
 
-class _LRUCache:
+class LRUCache:
     """Caption -> analysis, forgetting the least recently used entries beyond ``max_size`` (captions repeat,
     but a worker must not hold all of WebVid in memory)."""
 
@@ -181,7 +181,7 @@ class _TextMasker:
         self.max_length = max_length
         self.seed = seed
         self.pad_to_max_length = pad_to_max_length  # fixed shapes (compiled models) instead of longest
-        self._cache = _LRUCache(cache_size)
+        self._cache = LRUCache(cache_size)
         self._rng: random.Random | None = None
         self._rng_pid: int | None = None
         special = set(tokenizer.all_special_ids)

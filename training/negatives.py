@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from .masking import NOUN_POS, LazyTagger
+from .masking import NOUN_POS, LazyTagger, LRUCache
 
 Span = tuple[int, int]  # character offsets of a word in its caption
 
@@ -28,17 +28,15 @@ class NounSwapper(LazyTagger):
 
     def __init__(self, nlp: Any = None, cache_size: int = 200_000):
         self._nlp, self._owns_nlp = nlp, nlp is None
-        self._nouns: dict[str, list[Span]] = {}
-        self.cache_size = cache_size
+        self._nouns = LRUCache(cache_size)  # caption -> its noun spans
 
     def nouns(self, captions: list[str]) -> list[list[Span]]:
-        missing = [c for c in dict.fromkeys(captions) if c not in self._nouns]
-        if missing:
-            if len(self._nouns) + len(missing) > self.cache_size:
-                self._nouns.clear()
-            for caption, doc in zip(missing, self.nlp.pipe(missing, batch_size=256), strict=True):
-                self._nouns[caption] = [(t.idx, t.idx + len(t.text)) for t in doc if t.pos_ in NOUN_POS]
-        return [self._nouns[c] for c in captions]
+        found = {caption: self._nouns.lookup(caption) for caption in dict.fromkeys(captions)}
+        missing = [caption for caption, spans in found.items() if spans is None]
+        for caption, doc in zip(missing, self.nlp.pipe(missing, batch_size=256), strict=True):
+            found[caption] = [(t.idx, t.idx + len(t.text)) for t in doc if t.pos_ in NOUN_POS]
+            self._nouns.store(caption, found[caption])
+        return [found[caption] for caption in captions]
 
     def __call__(self, captions: list[str], rng: random.Random) -> list[str | None]:
         spans = self.nouns(captions)
