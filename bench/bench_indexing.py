@@ -34,10 +34,11 @@ from indexer.encode import SegmentEncoder  # noqa: E402
 from indexer.pipeline import checkpoint_fingerprint_of, index_paths  # noqa: E402
 from indexer.reader import IndexReader  # noqa: E402
 from indexer.scheduler import DecodeStage, VideoJob  # noqa: E402
-from tests.video_factory import write_video  # noqa: E402
 
 
 def make_videos(directory: Path, count: int, seconds: float, width: int, height: int, fps: int) -> list[Path]:
+    from tests.video_factory import write_video  # PyAV encodes them; not needed with --video-dir
+
     return [
         write_video(directory / f"video_{i:03d}.mp4", num_frames=int(seconds * fps), width=width, height=height,
                     fps=fps, seed=i)
@@ -83,12 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in this process (0 = default)")
     parser.add_argument("--quick", action="store_true", help="4 videos of 6 s")
+    parser.add_argument("--video-dir", type=Path,
+                        help="index the *.mp4 files of this folder instead of generating videos (e.g. ones made "
+                             "beforehand by `python -m bench.bench_indexing --write-videos DIR`)")
+    parser.add_argument("--write-videos", type=Path, help="only write the generated videos into this folder")
     args = parser.parse_args(argv)
     if args.quick:
         args.videos, args.seconds = 4, 6.0
     if args.threads:
         torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.split("x"))
+    if args.write_videos is not None:
+        make_videos(args.write_videos, args.videos, args.seconds, width, height, args.fps)
+        return 0
 
     from model import create_model
 
@@ -98,14 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     settings = DecodeSettings(model.config.num_frames, model.config.image_size, args.window, args.window)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        videos = make_videos(root / "videos", args.videos, args.seconds, width, height, args.fps)
+        video_root = args.video_dir.resolve() if args.video_dir is not None else root / "videos"
+        if args.video_dir is not None:
+            videos = sorted(video_root.glob("*.mp4"))
+        else:
+            videos = make_videos(video_root, args.videos, args.seconds, width, height, args.fps)
         decode_only(videos[:1], settings, args.workers)  # start the worker server once, as a long build would
         clip_count, decode_seconds, clips = decode_only(videos, settings, args.workers)
         encode_seconds = encode_only(model, clips, args.batch_size)
         del clips
         peak_is_phase = reset_peak_rss()
         summary = index_paths(
-            root / "index", [root / "videos"], model, checkpoint_fingerprint=fingerprint,
+            root / "index", [video_root], model, checkpoint_fingerprint=fingerprint,
             window=args.window, stride=args.window, workers=args.workers, batch_size=args.batch_size,
         )  # fmt: skip
         peak_main = peak_rss_mib()
@@ -117,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     machine = header(f"Indexing throughput: {args.model} on {args.device}", args.quick)
     emit(
         f"torch {torch.get_num_threads()} threads, {args.workers} decode workers, batch {args.batch_size}; "
-        f"{args.videos} generated H.264 videos, {width}x{height} @ {args.fps} fps, {args.seconds:g} s each; "
-        f"{args.window:g} s windows -> {clip_count} clips of {model.config.num_frames} frames at "
+        + (f"{len(videos)} H.264 videos from {args.video_dir}; " if args.video_dir is not None else
+           f"{args.videos} generated H.264 videos, {width}x{height} @ {args.fps} fps, {args.seconds:g} s each; ")
+        + f"{args.window:g} s windows -> {clip_count} clips of {model.config.num_frames} frames at "
         f"{model.config.image_size}px\n"
     )
     rates = {"decode only": decode_seconds, "encode only": encode_seconds,
@@ -135,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
          "the catalog's share shrinks as videos get longer)")
     write_result("indexing", {
         "model": args.model, "device": args.device, "torch_threads": torch.get_num_threads(),
-        "workers": args.workers, "batch_size": args.batch_size, "videos": args.videos, "clips": clip_count,
+        "workers": args.workers, "batch_size": args.batch_size, "videos": len(videos), "clips": clip_count,
         "clips_per_s": {name: round(clip_count / sec, 2) for name, sec in rates.items()},
         "stage_seconds": timings, "peak_rss_mib": {"indexer": round(peak_main, 1), "decode_worker": round(peak_worker, 1),
                                                    "indexer_peak_is_phase": peak_is_phase},

@@ -67,14 +67,17 @@ class ReplayCollate:
         return batch
 
 
-def make_batches(model: Any, preset: str, batch_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
-    """REPLAYED_BATCHES batches of synthetic clips and captions, masked as `clover train` masks for `preset`."""
+def make_batches(model: Any, preset: str, batch_size: int, seed: int,
+                 random_masking: bool = False) -> list[dict[str, torch.Tensor]]:
+    """REPLAYED_BATCHES batches of synthetic clips and captions, masked as `clover train` masks for `preset`
+    (or randomly, with `random_masking`, where spaCy is not installed)."""
     from training.data import TextCollator
     from training.masking import RandomTextMasker, SemanticTextMasker
     from training.objective import objective_config
 
     cfg = model.config
-    masker_cls = SemanticTextMasker if objective_config(preset).text_masking == "semantic" else RandomTextMasker
+    semantic = objective_config(preset).text_masking == "semantic" and not random_masking
+    masker_cls = SemanticTextMasker if semantic else RandomTextMasker
     collate = TextCollator(model.tokenizer, cfg.text.max_length,
                            masker_cls(model.tokenizer, max_length=cfg.text.max_length, seed=seed))
     texts = captions(seed)
@@ -88,7 +91,7 @@ def make_batches(model: Any, preset: str, batch_size: int, seed: int) -> list[di
 
 
 def run_trainer(preset: str, model_name: str, batch_size: int, warmup: int, steps: int, device: str,
-                info: Any = None) -> dict[str, Any]:
+                info: Any = None, random_masking: bool = False) -> dict[str, Any]:
     """Train `warmup` steps, then time `steps` more; returns samples/s (all ranks) and the peak memory."""
     from model import create_model
     from training.objective import CloverObjective, objective_config
@@ -102,7 +105,7 @@ def run_trainer(preset: str, model_name: str, batch_size: int, warmup: int, step
     world = info.world_size if info is not None else 1
     torch.manual_seed(0)
     model = create_model(model_name)
-    batches = make_batches(model, preset, batch_size, seed=rank)
+    batches = make_batches(model, preset, batch_size, seed=rank, random_masking=random_masking)
     with tempfile.TemporaryDirectory(prefix="clover-bench-train-") as out:
         cfg = TrainConfig(out=out, batch_size=batch_size, max_steps=warmup, warmup_steps=max(1, warmup),
                           log_every=10**9, workers=0, device=device)
@@ -136,7 +139,8 @@ def worker(args: argparse.Namespace) -> int:
     info = init_distributed(device)
     if device == "cuda":
         device = f"cuda:{info.local_rank}"
-    result = run_trainer(args.preset, args.model, args.batch, args.warmup, args.steps, device, info)
+    result = run_trainer(args.preset, args.model, args.batch, args.warmup, args.steps, device, info,
+                         args.random_masking)
     if info.is_main:
         Path(args.result).write_text(json.dumps({**result, "device": device}))
     cleanup()
@@ -153,6 +157,7 @@ def ddp_run(args: argparse.Namespace, processes: int) -> dict[str, Any]:
                    str(Path(__file__).resolve()), "--worker", "--preset", args.ddp_preset, "--model", args.model,
                    "--batch", str(args.batch), "--warmup", str(args.warmup), "--steps", str(args.ddp_steps),
                    "--device", args.device, "--result", str(result)]
+        command += ["--random-masking"] if args.random_masking else []
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO),
                "TOKENIZERS_PARALLELISM": "false"}
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
@@ -172,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ddp-preset", default="clover", choices=PRESETS)
     parser.add_argument("--ddp-steps", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="batch 4, 2 warm-up and 3 timed steps (2 for DDP)")
+    parser.add_argument("--random-masking", action="store_true",
+                        help="random text masking for every objective, for machines without spaCy (the masking is "
+                             "done before the clock starts; only how many tokens the MLM head scores changes)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--preset", default="clover", choices=PRESETS, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -183,13 +191,15 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = []
     for preset in PRESETS:
-        runs.append(run_trainer(preset, args.model, args.batch, args.warmup, args.steps, args.device))
+        runs.append(run_trainer(preset, args.model, args.batch, args.warmup, args.steps, args.device,
+                                random_masking=args.random_masking))
         gc.collect()
     ddp = [] if args.no_ddp else [ddp_run(args, 1), ddp_run(args, 2)]
 
     machine = header(f"Training: {args.model} on {args.device}", args.quick)
     emit(f"batch {args.batch} per step, {args.warmup} warm-up + {args.steps} timed steps, synthetic pre-collated "
-         f"batches, precision {runs[0]['precision']}, torch {torch.get_num_threads()} threads.\n")
+         f"batches, precision {runs[0]['precision']}, torch {torch.get_num_threads()} threads"
+         + (", random text masking for every objective" if args.random_masking else "") + ".\n")
     peak = "peak GPU MiB" if runs[0]["peak_gpu_mib"] is not None else "peak RSS MiB"
     baseline = runs[0]["samples_per_s"]
     emit(table(["objective", "samples/s", "ms / step", "vs baseline", peak], [
@@ -204,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{r['samples_per_s'] / single:.2f}x", f"{r['samples_per_s'] / single / r['ranks']:.0%}"]
             for r in ddp]))
     write_result("training", {"model": args.model, "device": args.device, "batch": args.batch,
+                              "random_masking": args.random_masking,
                               "steps": args.steps, "objectives": runs,
                               "clover_vs_baseline": round(runs[1]["samples_per_s"] / baseline, 3), "ddp": ddp},
                  args.quick, machine)
