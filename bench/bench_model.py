@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     model = create_model(args.model).to(device)
     model.set_answer_vocab(QA_ANSWERS)
     cfg = model.config
-    texts = list(islice(captions(seed=1), 64))
-    clips = random_clips(32, cfg.num_frames, cfg.image_size).to(device)  # (32, T, 3, S, S)
+    texts = list(islice(captions(seed=1), max(64, args.batch)))
+    clips = random_clips(max(32, args.batch), cfg.num_frames, cfg.image_size).to(device)  # (N, T, 3, S, S)
     batch_clips = clips[: args.batch]
     masked = RandomTextMasker(model.tokenizer, max_length=cfg.text.max_length, seed=0)(texts[: args.batch])
     batch = {"frames": batch_clips, "input_ids": masked["input_ids"].to(device),
@@ -120,11 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         peaks[name] = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib())
     model.eval()
     query = model.tokenize(texts[:1])
-    caption_batch = model.tokenize(texts)
+    caption_batch = model.tokenize(texts[:64])
     token_grids = model.encode_video(clips[:20], return_tokens=True)[1].detach().to(torch.float16)  # (20, K, C)
     inference = [
         ("encode_video, 8 clips", "clips", lambda: model.encode_video(clips[:8]), 8),
-        ("encode_video, 32 clips", "clips", lambda: model.encode_video(clips), 32),
+        ("encode_video, 32 clips", "clips", lambda: model.encode_video(clips[:32]), 32),
         ("encode_text, 1 query", "texts", lambda: model.encode_text(query["input_ids"], query["attention_mask"]), 1),
         ("encode_text, 64 captions", "texts",
          lambda: model.encode_text(caption_batch["input_ids"], caption_batch["attention_mask"]), 64),

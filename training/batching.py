@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -41,6 +40,8 @@ def caption_neighbours(model: Clover, captions: list[str], pool: int, batch_size
         chunks.append(F.normalize(pooled.float(), dim=-1).cpu())
     model.train(was_training)
     vectors = np.ascontiguousarray(torch.cat(chunks).numpy(), dtype=np.float32)
+    import faiss  # only neighbour batching needs it: plain training runs without faiss installed
+
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     same: dict[str, list[int]] = {}

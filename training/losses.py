@@ -234,7 +234,11 @@ def sample_hard_negatives(
         nothing_left = torch.isinf(logits).all(dim=1, keepdim=True)  # [B, 1]
         uniform = torch.zeros_like(logits).masked_fill(diagonal, float("-inf"))
         logits = torch.where(nothing_left, uniform, logits)
-        return torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)  # [B]
+        probs = logits.softmax(dim=1)
+        if generator is not None and generator.device != probs.device:
+            # the trainer's generator lives on the CPU (same draws on every device); a [B, B] copy is cheap
+            return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(probs.device)  # [B]
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
 
     negative_text = draw(sim, exclude)  # for each video a text
     negative_video = draw(sim.T, exclude.T)  # for each text a video

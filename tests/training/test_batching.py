@@ -1,11 +1,17 @@
 """Caption-neighbour batches (training.batching): groups from the pool, no repeats, exact positions, rank slices."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from tests.model.helpers import tiny_model
 from training.batching import NeighbourBatchSampler, caption_neighbours
 from training.distributed import DistInfo
+
+REPO = Path(__file__).resolve().parents[2]
 
 CAPTIONS = [
     "a small red circle moves left",
@@ -64,3 +70,11 @@ def test_position_and_rank_slices_follow_the_global_batches():
 def test_group_must_divide_the_batch():
     with pytest.raises(ValueError, match="multiple of the group size"):
         NeighbourBatchSampler(random_neighbours(20, 4), batch_size=6, group=4, seed=0, info=DistInfo())
+
+
+def test_training_and_evaluation_import_without_faiss():
+    """faiss is only for neighbour batching: a GPU image without it still trains and evaluates."""
+    code = ("import sys; sys.modules['faiss'] = None\n"  # any `import faiss` now raises ImportError
+            "import training.cli_train, training.cli_eval, training.cli_finetune, training.trainer")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
