@@ -17,7 +17,8 @@ class VideoConfig:
 
     patch_size: tuple[int, int, int] = (2, 4, 4)  # (t, h, w) of the 3D patch embedding
     # "patch": Swin's one strided convolution per patch (official checkpoints load into it); "conv": a stack of
-    # 3x3 convolutions with the same stride, for towers trained from scratch on little data (see ConvStem).
+    # 3x3 convolutions with the same stride, for towers trained from scratch on little data (see ConvStem);
+    # "pool": 3x3 convolutions downsampled by max pooling, as a small image CNN (see PoolStem)
     stem: str = "patch"
     embed_dim: int = 128  # channels after patch embedding; doubled by every patch merging
     depths: tuple[int, ...] = (2, 2, 18, 2)  # blocks per stage; len(depths) - 1 patch mergings

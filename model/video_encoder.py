@@ -47,6 +47,30 @@ class ConvStem(nn.Module):
         return self.layers(x)
 
 
+class PoolStem(nn.Module):
+    """2D conv stem that downsamples by max pooling, as a small image CNN does: per frame, a 3x3 conv + GELU +
+    2x2 max pool for each halving of height and width, then a conv over `pt` frames to `embed_dim`. Max pooling
+    lets a feature land anywhere inside a patch, where a patch projection must learn every offset separately.
+    Spatial strides must be powers of two; time is merged only in the last layer."""
+
+    def __init__(self, patch_size: tuple[int, int, int], embed_dim: int, width: int = 32):
+        super().__init__()
+        pt, ph, pw = patch_size
+        if ph != pw or ph & (ph - 1) or ph < 2:
+            raise ValueError(f"a pooling stem needs a square power-of-two spatial patch >= 2, got {ph}x{pw}")
+        layers, channels = [], 3
+        for i in range(ph.bit_length() - 1):
+            out = min(width * 2**i, 2 * width)
+            layers += [nn.Conv3d(channels, out, (1, 3, 3), padding=(0, 1, 1)), nn.GELU(),
+                       nn.MaxPool3d((1, 2, 2))]
+            channels = out
+        layers.append(nn.Conv3d(channels, embed_dim, kernel_size=(pt, 1, 1), stride=(pt, 1, 1)))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> (B, C, T/pt, H/ph, W/pw)
+        return self.layers(x)
+
+
 class VideoSwinEncoder(nn.Module):
     def __init__(self, cfg: VideoConfig, num_frames: int, image_size: int):
         super().__init__()
@@ -65,10 +89,11 @@ class VideoSwinEncoder(nn.Module):
         )
         # Retrieval needs tokens, not Kinetics logits: drop the head and its pooling.
         del self.swin.head, self.swin.avgpool
-        if cfg.stem == "conv":
-            self.swin.patch_embed.proj = ConvStem(cfg.patch_size, cfg.embed_dim)  # Swin's padding and norm stay
+        stems = {"conv": ConvStem, "pool": PoolStem}
+        if cfg.stem in stems:  # Swin's padding and norm stay
+            self.swin.patch_embed.proj = stems[cfg.stem](cfg.patch_size, cfg.embed_dim)
         elif cfg.stem != "patch":
-            raise ValueError(f"video stem must be 'patch' or 'conv', got {cfg.stem!r}")
+            raise ValueError(f"video stem must be 'patch', 'conv' or 'pool', got {cfg.stem!r}")
         self.mask_token = nn.Parameter(torch.zeros(cfg.embed_dim))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 

@@ -202,9 +202,36 @@ def test_conv_stem_keeps_the_token_grid_and_its_statistics_survive_a_checkpoint(
     torch.testing.assert_close(loaded.encode_video(x), conv.eval().encode_video(x))  # statistics unchanged
 
 
+def test_pool_stem_keeps_the_token_grid_ignores_a_shift_inside_a_pool_and_survives_a_checkpoint(tmp_path):
+    from model.video_encoder import PoolStem
+
+    torch.manual_seed(0)
+    patch, pool = tiny_model().eval(), tiny_model(video={**TINY_OVERRIDES["video"], "stem": "pool"}).eval()
+    x = frames(patch)
+    assert pool.encode_video(x, return_tokens=True)[1].shape == patch.encode_video(x, return_tokens=True)[1].shape
+    loaded = Clover.from_pretrained(pool.save_pretrained(tmp_path / "ckpt")).eval()
+    torch.testing.assert_close(loaded.encode_video(x), pool.encode_video(x))
+    # a bright pixel moved inside one 2x2 pooling cell: with a point filter the stem's output is unchanged
+    c = torch.zeros(1, 3, 1, 8, 8)
+    c[..., 2, 2] = 1.0
+    d = torch.zeros(1, 3, 1, 8, 8)
+    d[..., 3, 3] = 1.0  # rows and columns 2-3 form one pooling cell
+    point = PoolStem((1, 2, 2), embed_dim=4, width=2).eval()
+    with torch.no_grad():
+        point.layers[0].weight.zero_()
+        point.layers[0].weight[:, :, :, 1, 1] = 1.0  # a 1x1 filter inside the 3x3 kernel
+        point.layers[0].bias.zero_()
+    torch.testing.assert_close(point(c), point(d))
+    e = torch.zeros(1, 3, 1, 8, 8)
+    e[..., 4, 4] = 1.0  # the next cell: the stem sees the move
+    assert not torch.allclose(point(c), point(e))
+
+
 def test_conv_stem_needs_a_square_power_of_two_patch():
     with pytest.raises(ValueError, match="power-of-two"):
         tiny_model(video={**TINY_OVERRIDES["video"], "patch_size": [2, 6, 6], "stem": "conv"})
+    with pytest.raises(ValueError, match="power-of-two"):
+        tiny_model(video={**TINY_OVERRIDES["video"], "patch_size": [2, 6, 6], "stem": "pool"})
     with pytest.raises(ValueError, match="stem must be"):
         tiny_model(video={**TINY_OVERRIDES["video"], "stem": "resnet"})
 
