@@ -2,6 +2,7 @@
 # GPU benchmark run on a device machine, from the repository root after bench/device/stage.sh:
 #   bash bench/device/run.sh OUTDIR        (DEV=cpu QUICK=1 NO_INSTALL=1 PY=.venv/bin/python for a dry run here)
 # Each step has its own time limit and log; results and logs are tarred into OUTDIR/gpu.tar after every step.
+# ONLY="prepare train-tiny ..." runs just the named steps (prepare is needed by every other one).
 set -u
 OUTDIR=${1:?}; PY=${PY:-python3}; DEV=${DEV:-cuda}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
