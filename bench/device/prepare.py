@@ -11,23 +11,25 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertModel
+from transformers import BertModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from model.factory import get_model_config  # noqa: E402
+from model.text_encoder import bert_config  # noqa: E402
 
 out = Path(sys.argv[1])
 tokenizer_dir = Path(".gpu/tok")
 out.mkdir(parents=True, exist_ok=True)
 for name in ("clover-tiny", "clover-base"):
     preset = json.loads(Path(f"model/configs/{name}.json").read_text())
-    text = preset["text"]
     tower = out / f"{name}-text"
     tower.mkdir(exist_ok=True)
     for f in tokenizer_dir.iterdir():
         if f.name != "config.json":
             shutil.copy(f, tower / f.name)
     torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=30522, hidden_size=text["hidden_size"], num_hidden_layers=text["num_layers"],
-                                num_attention_heads=text["num_heads"], intermediate_size=text["intermediate_size"]),
-                     add_pooling_layer=False)
+    bert = BertModel(bert_config(get_model_config(name).text), add_pooling_layer=False)  # the preset's shapes
     bert.save_pretrained(tower)
     preset["text"]["pretrained"] = str(tower.resolve())
     (out / f"{name}.json").write_text(json.dumps(preset, indent=1))
