@@ -60,7 +60,7 @@ def build_text_encoder(cfg: TextConfig, load_pretrained: bool = True) -> BertMod
     source = resolve_pretrained(cfg.pretrained) if load_pretrained else None
     if source is None:
         return BertModel(bert_config(cfg), add_pooling_layer=False)
-    with _quiet_transformers():  # dropout is passed at build time: nn.Dropout keeps the p it was built with
+    with quiet_transformers():  # dropout is passed at build time: nn.Dropout keeps the p it was built with
         model = BertModel.from_pretrained(source, add_pooling_layer=False, hidden_dropout_prob=cfg.dropout,
                                           attention_probs_dropout_prob=cfg.dropout)
     found = model.config
@@ -80,7 +80,7 @@ def build_text_encoder(cfg: TextConfig, load_pretrained: bool = True) -> BertMod
 
 
 @contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """The packaged checkpoint carries an unused pooler; its load report would only alarm users."""
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()

@@ -21,8 +21,8 @@ from model import Clover, create_model
 from .data import FrameCache, TextCollator, VideoTextDataset, read_manifest, split_manifest
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .masking import RandomTextMasker, SemanticTextMasker
-from .negatives import NounSwapper
-from .objective import PRESETS, CloverObjective, objective_config
+from .negatives import NounSwapper, WordVectors
+from .objective import PRESETS, CloverObjective, ObjectiveConfig, objective_config
 from .trainer import TrainConfig, Trainer, resolve_device
 
 log = logging.getLogger("clover.train")
@@ -140,6 +140,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def noun_swapper(objective: ObjectiveConfig) -> NounSwapper | None:
+    if not objective.caption_negatives:
+        return None
+    temperature = objective.caption_negative_temperature
+    return NounSwapper(vectors=WordVectors() if temperature > 0 else None, temperature=temperature or 1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "run_config.json").write_text(json.dumps(run_config, indent=2) + "\n")
     trainer = Trainer(model, CloverObjective(objective, info), dataset,
                       TextCollator(model.tokenizer, model.config.text.max_length, masker,
-                                   negatives=NounSwapper() if objective.caption_negatives else None),
+                                   negatives=noun_swapper(objective)),
                       cfg, info, run_config)
     run_trainer(trainer, args, out, info)
     cleanup()

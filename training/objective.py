@@ -15,7 +15,8 @@ varies. `tiny-synthworld-b32` switches it off: the re-ranker gets its own fine-t
 rerank`, negatives mined over the whole training split) and pretraining steps skip 3n fusion passes.
 
 `caption_negatives` (off in every preset variant; not in the paper) adds NegCLIP's noun-swapped captions as one
-extra negative per video, for worlds where in-batch negatives almost never differ in a noun alone.
+extra negative per video, for worlds where in-batch negatives almost never differ in a noun alone;
+`caption_negative_temperature` > 0 draws the replacement noun by its similarity to the swapped one.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class ObjectiveConfig:
     mlm_weight: float = 1.0
     matching_weight: float = 1.0
     caption_negative_weight: float = 1.0
+    caption_negative_temperature: float = 0.0  # > 0: replacements weighted by word similarity (NounSwapper)
 
     @property
     def needs_masked_video(self) -> bool:

@@ -1,12 +1,13 @@
 """Noun-swapped hard negative captions: the swapper, the collator's tensors and the objective's term."""
 
 import random
+from collections import Counter
 
 import torch
 
 from tests.model.helpers import deterministic_tiny_model
 from training.data import TextCollator
-from training.negatives import NounSwapper
+from training.negatives import NounSwapper, WordVectors
 from training.objective import CloverObjective, objective_config
 from training.trainer import TrainingStep
 
@@ -58,3 +59,30 @@ def test_objective_term_trains_the_video_tower():
     assert set(terms) == {"caption_negatives"} and torch.isfinite(loss)
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.video_encoder.parameters())
+
+
+def test_word_vectors_put_a_shape_nearer_shapes_than_a_scene_word():
+    vectors = WordVectors()
+    circle_to = dict(zip(["triangle", "square", "background", "video"],
+                         vectors.cosines("circle", ["triangle", "square", "background", "video"]), strict=True))
+    assert min(circle_to["triangle"], circle_to["square"]) > max(circle_to["background"], circle_to["video"])
+    assert vectors.cosines("circle", ["circle"])[0] > 0.999  # unit vectors
+
+
+def test_similarity_weighting_prefers_nouns_of_the_same_kind():
+    captions = ["a red circle moves past the background", "a blue triangle on a video", "the background of a video"]
+    draws = {"plain": Counter(), "similar": Counter()}
+    for name, swapper in [("plain", NounSwapper()), ("similar", NounSwapper(vectors=WordVectors(), temperature=0.05))]:
+        for seed in range(200):
+            negative = swapper(captions, random.Random(seed))[0]
+            draws[name].update(new for old, new in zip(captions[0].split(), negative.split(), strict=True)
+                               if old == "circle" and new != old)
+    share = {name: counts["triangle"] / max(1, sum(counts.values())) for name, counts in draws.items()}
+    assert share["similar"] > 0.8 > share["plain"], (share, draws)
+
+
+def test_a_word_rarely_tagged_as_a_noun_is_rarely_the_one_swapped():
+    swapper = NounSwapper()
+    nouns = ["moves", "circle", "square"]
+    share = swapper._noun_share(["a circle moves", "it moves", "the square moves", "moves moves"], nouns)
+    assert share == {"moves": 0.2, "circle": 1.0, "square": 1.0}
