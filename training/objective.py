@@ -16,7 +16,10 @@ rerank`, negatives mined over the whole training split) and pretraining steps sk
 
 `caption_negatives` (off in every preset variant; not in the paper) adds NegCLIP's noun-swapped captions as one
 extra negative per video, for worlds where in-batch negatives almost never differ in a noun alone;
-`caption_negative_temperature` > 0 draws the replacement noun by its similarity to the swapped one.
+`caption_negative_temperature` > 0 draws the replacement noun by its similarity to the swapped one, and
+`caption_negative_tau` gives the term its own, sharper temperature: a swap the video tower cannot see yet moves
+the text embedding by a cosine of a few hundredths, which at tau = 0.05 is too small a logit gap to teach anything
+(docs/benchmarks.md, session 7).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class ObjectiveConfig:
     matching_weight: float = 1.0
     caption_negative_weight: float = 1.0
     caption_negative_temperature: float = 0.0  # > 0: replacements weighted by word similarity (NounSwapper)
+    caption_negative_tau: float = 0.0  # > 0: the caption-negative term's own temperature (sharper than tau)
 
     @property
     def needs_masked_video(self) -> bool:
@@ -118,7 +122,8 @@ class CloverObjective(nn.Module):
         if cfg.caption_negatives:
             negatives = model.encode_text(batch["negative_input_ids"], batch["negative_attention_mask"])
             terms["caption_negatives"] = cfg.caption_negative_weight * losses.nce_with_hard_negatives(
-                video_e, g_text, negatives, batch["has_negative"], cfg.tau, offset=info.rank * frames.shape[0])
+                video_e, g_text, negatives, batch["has_negative"], cfg.caption_negative_tau or cfg.tau,
+                offset=info.rank * frames.shape[0])
         if cfg.ranking:
             terms["ranking"] = losses.pairwise_ranking(video_e, text_e, text_m, video_m, cfg.tau, cfg.margin)
         if cfg.mlm:

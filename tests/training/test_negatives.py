@@ -7,6 +7,7 @@ import torch
 
 from tests.model.helpers import deterministic_tiny_model
 from training.data import TextCollator
+from training.losses import nce_with_hard_negatives
 from training.negatives import NounSwapper, WordVectors
 from training.objective import CloverObjective, objective_config
 from training.trainer import TrainingStep
@@ -86,3 +87,23 @@ def test_a_word_rarely_tagged_as_a_noun_is_rarely_the_one_swapped():
     nouns = ["moves", "circle", "square"]
     share = swapper._noun_share(["a circle moves", "it moves", "the square moves", "moves moves"], nouns)
     assert share == {"moves": 0.2, "circle": 1.0, "square": 1.0}
+
+
+def test_the_term_can_use_its_own_sharper_temperature():
+    torch.manual_seed(0)
+    model = deterministic_tiny_model().eval()
+    cfg = model.config
+    items = [{"frames": torch.randn(cfg.num_frames, 3, cfg.image_size, cfg.image_size), "caption": c, "index": i,
+              "key": i} for i, c in enumerate(CAPTIONS)]
+    batch = TextCollator(model.tokenizer, 16, negatives=NounSwapper())(items)
+    with torch.no_grad():
+        video = model.encode_video(batch["frames"])
+        text = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        swapped = model.encode_text(batch["negative_input_ids"], batch["negative_attention_mask"])
+    for tau in (0.0, 0.01):
+        objective = CloverObjective(objective_config("clover", tma=False, ranking=False, mlm=False, matching=False,
+                                                     caption_negatives=True, caption_negative_tau=tau))
+        with torch.no_grad():
+            _, terms = TrainingStep(model, objective)(batch, torch.Generator().manual_seed(0))
+        expected = nce_with_hard_negatives(video, text, swapped, batch["has_negative"], tau or objective.cfg.tau)
+        assert torch.allclose(terms["caption_negatives"], expected, atol=1e-5), tau
