@@ -8,12 +8,13 @@ left" for a circle) is a negative that only the noun separates. The nouns come f
 the semantic masker uses) and the replacements from the other captions of the same batch, so nothing here knows
 synthworld's vocabulary.
 
-Drawn by frequency alone, three swaps in four are easy: a noun replaced by a word of another kind ("a red *moves*
-moves left", the small tagger calling some verbs nouns) is rejected from the text alone and teaches the video tower
-nothing. With `WordVectors`, a replacement is also weighted by its similarity to the word it replaces under a
-pretrained sentence encoder, so nouns are swapped for nouns of their own kind (a circle for a triangle, not for the
-background). A synonym is a near neighbour too: this is a bias towards hard negatives, not a guarantee of false
-ones, and `temperature` sets how strong it is.
+Drawn by frequency alone, a quarter of synthworld's swaps replaced a shape by a shape and a third replaced it by a
+word of another kind ("a red *moves* moves left", the small tagger calling some verbs nouns), which the text alone
+rejects. So the word to replace is drawn by how consistently the tagger calls it a noun in the batch, and with
+`WordVectors` the replacement by its similarity to the word it replaces under a pretrained sentence encoder, so
+nouns are swapped for nouns of their own kind (a circle for a triangle, not for the background). A synonym is a near
+neighbour too: this is a bias towards hard negatives, not a guarantee of false ones, and `temperature` sets how
+strong it is.
 """
 
 from __future__ import annotations

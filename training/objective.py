@@ -17,9 +17,9 @@ rerank`, negatives mined over the whole training split) and pretraining steps sk
 `caption_negatives` (off in every preset variant; not in the paper) adds NegCLIP's noun-swapped captions as one
 extra negative per video, for worlds where in-batch negatives almost never differ in a noun alone;
 `caption_negative_temperature` > 0 draws the replacement noun by its similarity to the swapped one, and
-`caption_negative_tau` gives the term its own, sharper temperature: a swap the video tower cannot see yet moves
-the text embedding by a cosine of a few hundredths, which at tau = 0.05 is too small a logit gap to teach anything
-(docs/benchmarks.md, session 7).
+`caption_negative_tau` gives the term its own, sharper temperature (a shape swap moved synthworld's text embedding
+by a cosine of a few thousandths, a logit gap of 0.1 at tau = 0.05). Neither taught synthworld's video tower
+shape (docs/benchmarks.md, session 7).
 """
 
 from __future__ import annotations
