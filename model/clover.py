@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from .config import CloverConfig
 from .fusion import FusionEncoder
 from .heads import ChoiceHead, ClsProjection, MLMHead, OpenQAHead, VideoProjection
-from .text_encoder import build_text_encoder, load_tokenizer, resolve_pretrained
+from .text_encoder import build_text_encoder, load_tokenizer, mean_pool, resolve_pretrained
 from .video_encoder import VideoSwinEncoder
 
 
@@ -91,8 +91,7 @@ class Clover(nn.Module):
         """[B, L, H] text states -> [B, H]: the [CLS] state, or the mean over real tokens (config.text.pooling)."""
         if self.config.text.pooling == "cls":
             return hidden[:, 0]
-        weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return mean_pool(hidden, mask)
 
     def tokenize(self, texts: list[str] | str, max_length: int | None = None, pair: list[str] | None = None) -> dict:
         """Padded token ids and mask on the model's device (pairs are truncated in their first text only)."""

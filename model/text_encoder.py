@@ -11,6 +11,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -77,6 +78,12 @@ def build_text_encoder(cfg: TextConfig, load_pretrained: bool = True) -> BertMod
     model.encoder.layer = model.encoder.layer[: cfg.num_layers]
     model.config.num_hidden_layers = cfg.num_layers
     return model
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, L, H] token states, [B, L] attention mask -> [B, H]: the mean over real tokens (sentence-transformers)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
 
 @contextmanager

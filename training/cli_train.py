@@ -144,7 +144,7 @@ def noun_swapper(objective: ObjectiveConfig) -> NounSwapper | None:
     if not objective.caption_negatives:
         return None
     temperature = objective.caption_negative_temperature
-    return NounSwapper(vectors=WordVectors() if temperature > 0 else None, temperature=temperature or 1.0)
+    return NounSwapper(vectors=WordVectors(), temperature=temperature) if temperature > 0 else NounSwapper()
 
 
 def main(argv: list[str] | None = None) -> int:

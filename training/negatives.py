@@ -115,12 +115,13 @@ class WordVectors:
             return
         import torch
 
+        from model.text_encoder import mean_pool
+
         tokenizer, encoder = self._load()
         tokens = tokenizer([self.TEMPLATE.format(word) for word in missing], padding=True, return_tensors="pt")
         with torch.no_grad():
             hidden = encoder(**tokens).last_hidden_state
-        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+        pooled = torch.nn.functional.normalize(mean_pool(hidden, tokens["attention_mask"]), dim=-1)
         self._cache.update(zip(missing, pooled.numpy(), strict=True))
 
     def _load(self) -> tuple[Any, Any]:
