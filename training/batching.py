@@ -9,6 +9,9 @@ left" / "a small red square moves left") put the details that still separate the
 Neighbours are found once, before training, from the text tower's mean-pooled states of each sample's first
 caption (the pretrained sentence encoder, untouched by training yet) with a FAISS inner-product search. Samples
 with the very same caption are never grouped: they would be false negatives.
+
+Neighbours can also be given by the data (`train.group_key`): samples that share a manifest field form a group.
+Synthworld's shape variants use it, so a scene and its copies with another shape share a batch.
 """
 
 from __future__ import annotations
@@ -54,6 +57,20 @@ def caption_neighbours(model: Clover, captions: list[str], pool: int, batch_size
     for i, row in enumerate(found):
         kept = [int(j) for j in row if j >= 0 and captions[j] != captions[i]][:pool]
         out[i, : len(kept)] = kept
+    return out
+
+
+def group_neighbours(keys: list[str | None], pool: int) -> np.ndarray:
+    """[N, pool] indices of the other samples with the same key (e.g. synthworld's `group`: a scene and its
+    shape variants), in index order; -1 where fewer exist. A sample without a key has no neighbours."""
+    members: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key is not None:
+            members.setdefault(key, []).append(i)
+    out = np.full((len(keys), pool), -1, dtype=np.int64)
+    for i, key in enumerate(keys):
+        others = [j for j in members.get(key, []) if j != i][:pool] if key is not None else []
+        out[i, : len(others)] = others
     return out
 
 

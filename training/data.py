@@ -241,6 +241,10 @@ class VideoTextDataset(Dataset):
         """The first caption of every item, in item order (what caption-neighbour batching groups by)."""
         return [(self.samples[i].captions or [""])[0] for i in self.indices]
 
+    def item_meta(self, key: str) -> list:
+        """A manifest field of every item, in item order (None where missing; what `group_key` batching uses)."""
+        return [self.samples[i].meta.get(key) for i in self.indices]
+
     def _rng(self, item: int) -> random.Random:
         # Reproducible per (seed, epoch, item) whatever the worker, so a resumed run sees the same data.
         return random.Random(hash((self.seed, self.epoch, item)) & 0xFFFFFFFF)

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from model import Clover
 
-from .batching import NeighbourBatchSampler, caption_neighbours
+from .batching import NeighbourBatchSampler, caption_neighbours, group_neighbours
 from .distributed import DistInfo, all_reduce_mean
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class TrainConfig:
     freeze: list[str] = field(default_factory=list)  # parameter-name prefixes that get no gradient
     neighbour_groups: int = 0  # > 1: batches of this many caption neighbours at a time (training.batching)
     neighbour_pool: int = 8  # a group is drawn from its seed's this many nearest captions
+    group_key: str = ""  # with neighbour_groups: group by this manifest field instead of caption similarity
     max_shift: int = 0  # pixels: each training clip moved by a random offset up to this (training.data)
 
     def to_dict(self) -> dict:
@@ -207,15 +208,22 @@ class Trainer:
             return EpochSampler(len(dataset), cfg.batch_size, cfg.seed, self.info)
         if not hasattr(dataset, "item_captions"):
             raise ValueError(f"neighbour_groups needs a captioned dataset, not {type(dataset).__name__}")
+        if cfg.group_key and not any(key is not None for key in dataset.item_meta(cfg.group_key)):
+            raise ValueError(f"group_key {cfg.group_key!r}: no sample of the training data has that field")
         # The neighbours themselves come at the first batch (`_batches`) or from a checkpoint (`resume`).
         return NeighbourBatchSampler(None, cfg.batch_size, cfg.neighbour_groups, cfg.seed, self.info,
                                      num_samples=len(dataset))
 
     def _find_neighbours(self) -> None:
         t0 = time.perf_counter()
-        neighbours = caption_neighbours(self.model, self.dataset.item_captions(), self.cfg.neighbour_pool)
-        log.info("caption neighbours of %d samples in %.1f s: batches of %d-sample groups",
-                 len(neighbours), time.perf_counter() - t0, self.cfg.neighbour_groups)
+        cfg = self.cfg
+        if cfg.group_key:
+            neighbours = group_neighbours(self.dataset.item_meta(cfg.group_key), cfg.neighbour_pool)
+        else:
+            neighbours = caption_neighbours(self.model, self.dataset.item_captions(), cfg.neighbour_pool)
+        log.info("%s neighbours of %d samples in %.1f s: batches of %d-sample groups",
+                 f"'{cfg.group_key}'" if cfg.group_key else "caption", len(neighbours),
+                 time.perf_counter() - t0, cfg.neighbour_groups)
         self.sampler.neighbours = neighbours
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.model.helpers import tiny_model
-from training.batching import NeighbourBatchSampler, caption_neighbours
+from training.batching import NeighbourBatchSampler, caption_neighbours, group_neighbours
 from training.distributed import DistInfo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,3 +78,13 @@ def test_training_and_evaluation_import_without_faiss():
             "import training.cli_train, training.cli_eval, training.cli_finetune, training.trainer")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_group_neighbours_come_from_a_shared_field():
+    keys = ["a", "b", "a", None, "a", "b"]
+    neighbours = group_neighbours(keys, pool=3)
+    assert neighbours.tolist() == [[2, 4, -1], [5, -1, -1], [0, 4, -1], [-1, -1, -1], [0, 2, -1], [1, -1, -1]]
+    sampler = NeighbourBatchSampler(group_neighbours([f"g{i // 4}" for i in range(32)], 3), batch_size=8,
+                                    group=4, seed=0, info=DistInfo())
+    for batch in sampler.global_batches(0):  # every group of 4 is one scene and its three variants
+        assert all(len({i // 4 for i in batch[s: s + 4]}) == 1 for s in range(0, 8, 4))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -28,6 +29,8 @@ from training.synthworld import (
     read_mp4,
     render_scene,
     sample_scene,
+    shape_variant_plan,
+    shape_variants,
     trajectory,
     write_mp4,
 )
@@ -390,3 +393,61 @@ def test_resume_skips_existing_and_refuses_other_settings(tmp_path):
     with pytest.raises(FileExistsError):
         generate_world(out, 6, 2, workers=1, size=SIZE, frames=4)
     assert not list((out / "videos").glob(".*")), "no temporary files left behind"
+
+
+# ---------------------------------------------------------------------------------------------------- shape variants
+
+
+def test_shape_variants_change_one_outline_and_nothing_else():
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        scene = sample_scene(rng)
+        variants = shape_variants(scene, np.random.default_rng(0))
+        changed = {i for v in variants for i, (a, b) in enumerate(zip(scene.objects, v.objects, strict=True)) if a != b}
+        assert len(changed) == 1  # one object, the same one in every variant
+        slot = changed.pop()
+        assert len(variants) == 3 or len(scene.objects) == 2  # two objects: a shape may clash with the other
+        assert len({v.objects[slot].shape for v in variants} | {scene.objects[slot].shape}) == len(variants) + 1
+        for variant in variants:
+            assert (variant.background, variant.noise_seed) == (scene.background, scene.noise_seed)
+            assert replace(variant.objects[slot], shape=scene.objects[slot].shape) == scene.objects[slot]
+            assert len({(o.shape, o.color) for o in variant.objects}) == len(variant.objects)
+
+
+def test_shape_variant_plan_keeps_the_split_rules():
+    holdout = [Combo.parse("purple triangle")]
+    sizes = {"train": 400, "val": 50, "test": 200, "test_compositional": 20}
+    plan = plan_splits(sizes, seed=1, holdout=holdout)
+    variants = shape_variant_plan(plan, 3, seed=1, holdout=holdout)
+    eval_keys = {attribute_key(s) for name in ("val", "test") for s in plan[name]}
+    assert 2.5 * 400 < len(variants) <= 3 * 400  # a few are dropped, never more than 3 a scene
+    assert variants == shape_variant_plan(plan, 3, seed=1, holdout=holdout)
+    for parent, variant in variants:
+        assert attribute_key(variant) not in eval_keys and not holdout[0].matches_scene(variant)
+        assert sum(a.shape != b.shape for a, b in zip(variant.objects, plan["train"][parent].objects, strict=True)) == 1
+    assert len(shape_variant_plan(plan, 1, seed=1, holdout=holdout)) <= 400
+    with pytest.raises(ValueError, match="0-3"):
+        shape_variant_plan(plan, 4, seed=1, holdout=holdout)
+
+
+def test_world_with_shape_variants_groups_them(world, tmp_path):
+    out = tmp_path / "variants"
+    assert synth_main(["--out", str(out), "--num-videos", "15", "--seed", "7", "--workers", "1", "--size",
+                       str(SIZE), "--test-size", "3", "--val-size", "1", "--compositional-size", "1",
+                       "--shape-variants", "2", "--quiet"]) == 0
+    train = load_split(out, "train")
+    info = json.loads((out / "world.json").read_text())
+    assert info["splits"]["train"]["num_videos"] == len(train) and info["settings"]["shape_variants"] == 2
+    originals, extra = train[:10], train[10:]
+    assert [r["group"] for r in originals] == [r["video_id"] for r in originals]
+    assert 10 < len(extra) <= 20 and all((out / r["path"]).exists() for r in train)
+    by_id = {r["video_id"]: r for r in originals}
+    for record in extra:
+        source = by_id[record["group"]]
+        differ = [(a["shape"], b["shape"]) for a, b in zip(source["scene"]["objects"], record["scene"]["objects"], strict=True)
+                  if a != b]
+        assert len(differ) == 1 and differ[0][0] != differ[0][1]
+    # the same world without variants (the fixture): the same evaluation splits and original train scenes
+    for name in ("val", "test", "test_compositional"):
+        assert load_split(out, name) == load_split(world, name)
+    assert [r["scene"] for r in originals] == [r["scene"] for r in load_split(world, "train")]

@@ -11,8 +11,18 @@ which scenes go where and `world` writes H.264 clips and JSONL manifests (`write
 from .language import canonical_caption, caption_variants, motion_phrase, paraphrase
 from .questions import make_questions, referring_expressions
 from .render import render_scene
-from .scene import GEOMETRY, Combo, Geometry, Scene, SceneObject, attribute_key, sample_scene, trajectory
-from .splits import SPLITS, plan_splits, split_sizes
+from .scene import (
+    GEOMETRY,
+    Combo,
+    Geometry,
+    Scene,
+    SceneObject,
+    attribute_key,
+    sample_scene,
+    shape_variants,
+    trajectory,
+)
+from .splits import SPLITS, plan_splits, shape_variant_plan, split_sizes
 from .vocab import ANSWER_VOCABULARY, BACKGROUNDS, COLORS, MOTIONS, SHAPES, SIZES, vocabulary
 from .world import WorldConfig, generate_world, load_split, world_description
 from .writer import read_jsonl, read_mp4, write_jsonl, write_mp4
@@ -45,6 +55,8 @@ __all__ = [
     "referring_expressions",
     "render_scene",
     "sample_scene",
+    "shape_variant_plan",
+    "shape_variants",
     "split_sizes",
     "trajectory",
     "vocabulary",

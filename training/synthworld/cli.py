@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DEFAULTS.two_phase_prob,
         help="probability that an object has two motion phases",
     )
+    parser.add_argument(
+        "--shape-variants",
+        type=int,
+        default=_DEFAULTS.shape_variants,
+        help="also render each train scene with one object's shape changed to up to N other shapes (0-3), "
+        "grouped with it by the manifest's 'group' field (train.group_key batches them together)",
+    )
     parser.add_argument("--crf", type=int, default=_DEFAULTS.crf, help="H.264 constant rate factor")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a world with other settings already in --out"
@@ -127,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             two_object_prob=args.two_object_prob,
             two_phase_prob=args.two_phase_prob,
             crf=args.crf,
+            shape_variants=args.shape_variants,
         )
     except (ValueError, FileExistsError, RuntimeError) as error:
         print(f"clover synth: error: {error}", file=sys.stderr)

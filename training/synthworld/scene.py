@@ -177,6 +177,24 @@ def objects_distinct(objects: tuple[SceneObject, ...] | list[SceneObject]) -> bo
     return len(set(pairs)) == len(pairs)
 
 
+def shape_variants(scene: Scene, rng: np.random.Generator) -> list[Scene]:
+    """The same scene with one object (drawn by `rng`) given each other shape, in `SHAPES` order.
+
+    Layout, colour, size, motion, background and noise stay as they are, so a variant differs from its scene in
+    the object's outline alone (a counterfactual minimal pair). Variants whose objects would no longer be
+    distinct are left out."""
+    slot = int(rng.integers(len(scene.objects)))
+    variants = []
+    for shape in SHAPES:
+        if shape == scene.objects[slot].shape:
+            continue
+        objects = list(scene.objects)
+        objects[slot] = replace(objects[slot], shape=shape)
+        if objects_distinct(objects):
+            variants.append(replace(scene, objects=tuple(objects)))
+    return variants
+
+
 def phase_keyframes(obj: SceneObject, geometry: Geometry = GEOMETRY) -> tuple[np.ndarray, np.ndarray]:
     """Centre offsets `[P+1, 2]` and scales `[P+1]` at the phase boundaries (start, change, end)."""
     move = geometry.move_one_phase if len(obj.phases) == 1 else geometry.move_two_phase

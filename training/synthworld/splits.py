@@ -5,6 +5,8 @@
 - test_compositional: every scene contains a held-out combination (e.g. a purple triangle) that no other split
   ever shows; its attribute sets are distinct too.
 - train: the rest; repeats of an attribute set are allowed (a different layout, background and noise).
+  Optionally (`shape_variant_plan`) each train scene is joined by copies of itself with one object's shape
+  changed, under the same rules: no held-out combination, no attribute set of val or test.
 
 Scenes are drawn from one seeded stream in a fixed order (test, val, compositional, train), so the plan depends
 only on the seed and the settings, never on the number of workers.
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .scene import Combo, Scene, attribute_key, sample_scene
+from .scene import Combo, Scene, attribute_key, sample_scene, shape_variants
 
 SPLITS: tuple[str, ...] = ("train", "val", "test", "test_compositional")
 # Evaluation splits never take more than this share of the clips, so a small world still has most to train on.
@@ -79,3 +81,24 @@ def plan_splits(
         if unique:
             eval_keys |= keys
     return plan
+
+
+def shape_variant_plan(plan: dict[str, list[Scene]], count: int, seed: int,
+                       holdout: Sequence[Combo]) -> list[tuple[int, Scene]]:
+    """Up to `count` shape variants of every train scene, as (index of the train scene, variant).
+
+    A variant is the scene with one object's outline changed and nothing else (`scene.shape_variants`), so a
+    batch that holds a scene and its variants asks the contrastive terms for shape the way a label would, through
+    the captions alone. Variants that would show a held-out combination or repeat an attribute set of val or test
+    are dropped."""
+    if not 0 <= count <= 3:
+        raise ValueError(f"shape variants per scene must be 0-3 (there are 4 shapes), got {count}")
+    eval_keys = {attribute_key(s) for name in ("val", "test") for s in plan[name]}
+    out = []
+    for index, scene in enumerate(plan["train"]):
+        rng = np.random.default_rng([seed, 2, index])
+        variants = [v for v in shape_variants(scene, rng)
+                    if not contains_holdout(v, holdout) and attribute_key(v) not in eval_keys]
+        order = rng.permutation(len(variants))[:count]
+        out += [(index, variants[i]) for i in sorted(order)]
+    return out

@@ -23,7 +23,7 @@ from .language import caption_variants
 from .questions import make_questions
 from .render import NOISE_STD, render_scene
 from .scene import GEOMETRY, Combo, Scene
-from .splits import MAX_FRACTION, SPLITS, contains_holdout, plan_splits, split_sizes
+from .splits import MAX_FRACTION, SPLITS, contains_holdout, plan_splits, shape_variant_plan, split_sizes
 from .vocab import vocabulary
 from .writer import read_jsonl, write_json, write_jsonl, write_mp4
 
@@ -48,6 +48,7 @@ class WorldConfig:
     two_object_prob: float = 0.5
     two_phase_prob: float = 0.5
     crf: int = 18  # H.264 quality: visually lossless at these sizes, ~15 KB per 64 px clip
+    shape_variants: int = 0  # extra train clips per scene, each with one object's shape changed (0-3)
     holdout_combos: tuple[Combo, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +60,8 @@ class WorldConfig:
             raise ValueError("need at least 2 frames and 1 fps")
         if self.captions_per_video < 1:
             raise ValueError("captions_per_video must be at least 1")
+        if not 0 <= self.shape_variants <= 3:
+            raise ValueError("shape_variants must be 0-3 (there are 4 shapes)")
         object.__setattr__(self, "holdout", tuple(self.holdout))
         object.__setattr__(self, "holdout_combos", tuple(Combo.parse(text) for text in self.holdout))
 
@@ -77,9 +80,11 @@ class WorldConfig:
         return split_sizes(self.num_videos, requested, self.holdout_combos)
 
 
-def world_description(config: WorldConfig) -> dict[str, Any]:
-    """The world.json document: settings, split sizes, the holdout rule, vocabulary and rendering constants."""
-    sizes = config.split_sizes()
+def world_description(config: WorldConfig, sizes: dict[str, int] | None = None) -> dict[str, Any]:
+    """The world.json document: settings, split sizes, the holdout rule, vocabulary and rendering constants.
+
+    `sizes`: the clips each split really holds (train grows by its shape variants); by default the planned ones."""
+    sizes = sizes or config.split_sizes()
     return {
         "format_version": FORMAT_VERSION,
         "generator": "training.synthworld",
@@ -89,6 +94,9 @@ def world_description(config: WorldConfig) -> dict[str, Any]:
             "max_fraction": MAX_FRACTION,
             "unique_attribute_sets": ["val", "test", "test_compositional"],
             "eval_sets_absent_from_train": ["val", "test"],
+            "shape_variants": "train only: each scene is followed (at the end of the manifest) by up to "
+            f"{config.shape_variants} copies with one object's shape changed and nothing else; 'group' names "
+            "the scene a clip was made from",
             "holdout": "every scene in test_compositional has an object matching a holdout combination; no "
             "scene in train, val or test does, and no question candidate there mentions one",
         },
@@ -120,8 +128,10 @@ def _render_task(task: tuple[str, dict[str, Any], int, int, int, int]) -> int:
     return write_mp4(path, render_scene(scene, size, frames), fps=fps, crf=crf)
 
 
-def _records(config: WorldConfig, plan: dict[str, list[Scene]]) -> dict[str, list[dict[str, Any]]]:
-    """Manifest lines per split; each video's language comes from its own seed, independent of the others."""
+def _records(config: WorldConfig, plan: dict[str, list[Scene]], groups: list[int]) -> dict[str, list[dict[str, Any]]]:
+    """Manifest lines per split; each video's language comes from its own seed, independent of the others.
+
+    `groups[i]`: the train scene that train clip i was made from (itself, or the scene a shape variant copies)."""
     records: dict[str, list[dict[str, Any]]] = {}
 
     def allowed(scene: Scene) -> bool:
@@ -132,6 +142,7 @@ def _records(config: WorldConfig, plan: dict[str, list[Scene]]) -> dict[str, lis
         for i, scene in enumerate(plan[name]):
             rng = np.random.default_rng([config.seed, 1, split_index, i])
             video_id = f"{ID_PREFIX[name]}_{i:06d}"
+            group = {"group": f"{ID_PREFIX[name]}_{groups[i]:06d}"} if name == "train" and config.shape_variants else {}
             records[name].append(
                 {
                     "video_id": video_id,
@@ -142,6 +153,7 @@ def _records(config: WorldConfig, plan: dict[str, list[Scene]]) -> dict[str, lis
                     "questions": make_questions(
                         scene, rng, None if name == "test_compositional" else allowed
                     ),
+                    **group,
                 }
             )
     return records
@@ -178,12 +190,6 @@ def generate_world(
     out = Path(out_dir)
     videos = out / "videos"
     videos.mkdir(parents=True, exist_ok=True)
-    description = world_description(config)
-    reuse = _check_existing(out, description, overwrite)
-    for stale in videos.glob(".*.tmp*"):  # leftovers of an interrupted run
-        stale.unlink(missing_ok=True)
-    write_json(out / "world.json", description)
-
     started = time.perf_counter()
     plan = plan_splits(
         config.split_sizes(),
@@ -192,8 +198,18 @@ def generate_world(
         two_object_prob=config.two_object_prob,
         two_phase_prob=config.two_phase_prob,
     )
-    records = _records(config, plan)
+    groups = list(range(len(plan["train"])))
+    for parent, variant in shape_variant_plan(plan, config.shape_variants, seed, config.holdout_combos):
+        plan["train"].append(variant)
+        groups.append(parent)
+    records = _records(config, plan, groups)
     planned_s = time.perf_counter() - started
+
+    description = world_description(config, {name: len(plan[name]) for name in SPLITS})
+    reuse = _check_existing(out, description, overwrite)
+    for stale in videos.glob(".*.tmp*"):  # leftovers of an interrupted run
+        stale.unlink(missing_ok=True)
+    write_json(out / "world.json", description)
     log(
         f"planned {sum(map(len, records.values()))} clips "
         + ", ".join(f"{k}={len(v)}" for k, v in records.items())
