@@ -27,15 +27,15 @@ def dataset_dir(tmp_path_factory):
     return root
 
 
-def make_trainer(dataset_dir, out, max_steps, neighbour_groups=0, max_shift=0):
+def make_trainer(dataset_dir, out, max_steps, neighbour_groups=0, max_shift=0, manifest=None, group_key=""):
     model = tiny_model()  # dropout and stochastic depth on: the RNG state must be restored too
-    samples = read_jsonl_manifest(dataset_dir / "train.jsonl")
+    samples = read_jsonl_manifest(manifest or dataset_dir / "train.jsonl", root=dataset_dir)
     cache = FrameCache.build(samples, dataset_dir / "cache.npy", frames=8, size=32, workers=1)
     dataset = VideoTextDataset(samples, model.config.num_frames, model.config.image_size, train=True, cache=cache, seed=3,
                                max_shift=max_shift)
     masker = SemanticTextMasker(model.tokenizer, max_length=16, seed=3)
     cfg = TrainConfig(out=str(out), batch_size=4, max_steps=max_steps, warmup_steps=2, lr=1e-3, workers=0,
-                      save_every=3, log_every=1, seed=3, neighbour_groups=neighbour_groups)
+                      save_every=3, log_every=1, seed=3, neighbour_groups=neighbour_groups, group_key=group_key)
     return Trainer(model, CloverObjective(objective_config("clover", matching_pairs=4)), dataset,
                    TextCollator(model.tokenizer, 16, masker), cfg)
 
@@ -76,3 +76,17 @@ def test_shifted_clips_are_reproducible_per_epoch_and_only_in_training(dataset_d
     evaluation = dataset(False, 4)
     assert evaluation.max_shift == 0
     assert evaluation[0]["frames"].equal(dataset(False, 0)[0]["frames"])
+
+
+def test_group_key_batches_samples_that_share_a_manifest_field(dataset_dir, tmp_path):
+    rows = [json.loads(line) for line in (dataset_dir / "train.jsonl").read_text().splitlines()]
+    grouped = tmp_path / "grouped.jsonl"  # pairs (0, 1), (2, 3), ...: a scene and its shape variant
+    grouped.write_text("".join(json.dumps({**row, "group": f"g{i // 2}"}) + "\n" for i, row in enumerate(rows)))
+    trainer = make_trainer(dataset_dir, tmp_path / "run", max_steps=2, neighbour_groups=2, manifest=grouped,
+                           group_key="group")
+    trainer.train(progress=False)
+    assert trainer.sampler.neighbours[:, 0].tolist() == [i ^ 1 for i in range(len(rows))]
+    for batch in trainer.sampler.global_batches(0):
+        assert all(batch[k] // 2 == batch[k + 1] // 2 for k in range(0, len(batch), 2))
+    with pytest.raises(ValueError, match="no sample of the training data has that field"):
+        make_trainer(dataset_dir, tmp_path / "bad", max_steps=1, neighbour_groups=2, group_key="scene_group")
