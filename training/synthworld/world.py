@@ -69,6 +69,8 @@ class WorldConfig:
         data = asdict(self)
         data.pop("holdout_combos")
         data["holdout"] = [str(c) for c in self.holdout_combos]
+        if not self.shape_variants:  # worlds written before the option keep their world.json
+            del data["shape_variants"]
         return data
 
     def split_sizes(self) -> dict[str, int]:
@@ -85,7 +87,7 @@ def world_description(config: WorldConfig, sizes: dict[str, int] | None = None) 
 
     `sizes`: the clips each split really holds (train grows by its shape variants); by default the planned ones."""
     sizes = sizes or config.split_sizes()
-    return {
+    description = {
         "format_version": FORMAT_VERSION,
         "generator": "training.synthworld",
         "settings": config.settings(),
@@ -94,9 +96,6 @@ def world_description(config: WorldConfig, sizes: dict[str, int] | None = None) 
             "max_fraction": MAX_FRACTION,
             "unique_attribute_sets": ["val", "test", "test_compositional"],
             "eval_sets_absent_from_train": ["val", "test"],
-            "shape_variants": "train only: each scene is followed (at the end of the manifest) by up to "
-            f"{config.shape_variants} copies with one object's shape changed and nothing else; 'group' names "
-            "the scene a clip was made from",
             "holdout": "every scene in test_compositional has an object matching a holdout combination; no "
             "scene in train, val or test does, and no question candidate there mentions one",
         },
@@ -120,6 +119,12 @@ def world_description(config: WorldConfig, sizes: dict[str, int] | None = None) 
         "captions": "captions[0] is canonical: every object (sorted by size, colour, shape, phases) as "
         "'a <size> <color> <shape> <motion> [and then <motion>]', objects joined by ' while '",
     }
+    if config.shape_variants:
+        description["shape_variants"] = (
+            f"train only: after the train scenes come up to {config.shape_variants} copies of each with one "
+            "object's shape changed and nothing else; 'group' names the scene a clip was made from"
+        )
+    return description
 
 
 def _render_task(task: tuple[str, dict[str, Any], int, int, int, int]) -> int:
