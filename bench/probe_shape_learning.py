@@ -13,6 +13,8 @@ with the task reduced to its core: the single-object clips of the train split (a
 - `--train swin`: the preset's (or `--model` JSON's) Video Swin tower from random init, trained on shape alone
   (max over its tokens -> linear), AdamW at `--lr`, batches of 32. Can the architecture learn it from this much
   data, with direct supervision?
+- `--tau T`: the same tower read the dual encoder's way (cosine to one learned embedding per shape, / T), to
+  tell the contrastive form from the tower.
 - `--shift N`: each training clip moved by a random offset of up to N pixels (held-out clips are not).
 - `--train cnn`: the same on a 3-layer 2D CNN with global max pooling (every frame, max over time): the
   baseline that says the labels and pixels are fine.
@@ -91,12 +93,23 @@ class FrameCNN(nn.Module):
 
 
 class SwinShape(nn.Module):
-    def __init__(self, encoder: VideoSwinEncoder):
+    """Max over the tower's tokens, then a linear layer; or, with `tau`, the dual encoder's form: cosine between a
+    256-d projection and one learned embedding per shape (a caption's stand-in), divided by tau."""
+
+    def __init__(self, encoder: VideoSwinEncoder, tau: float = 0.0):
         super().__init__()
-        self.encoder, self.head = encoder, nn.Linear(encoder.out_dim, len(SHAPES))
+        self.encoder, self.tau = encoder, tau
+        if tau:
+            self.head = nn.Linear(encoder.out_dim, 256)
+            self.classes = nn.Parameter(torch.randn(len(SHAPES), 256) * 0.02)
+        else:
+            self.head = nn.Linear(encoder.out_dim, len(SHAPES))
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(clips).amax(1))
+        out = self.head(self.encoder(clips).amax(1))
+        if self.tau:
+            return F.normalize(out, dim=-1) @ F.normalize(self.classes, dim=-1).T / self.tau
+        return out
 
 
 def shifted(clips: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -142,6 +155,8 @@ def main() -> None:
     parser.add_argument("--model", default="clover-tiny", help="preset or JSON config of the Swin tower (--train swin)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--tau", type=float, default=0.0,
+                        help="--train swin: cosine against learned shape embeddings / tau instead of a linear head")
     parser.add_argument("--shift", type=int, default=0, help="random translation of each training clip, pixels")
     args = parser.parse_args()
     if not args.checkpoint and not args.train:
@@ -159,7 +174,7 @@ def main() -> None:
               f"flattened {linear_probe(tokens.flatten(1), labels, learn):.1f}% held out")
     if args.train:
         net = FrameCNN() if args.train == "cnn" else SwinShape(
-            VideoSwinEncoder(config.video, config.num_frames, config.image_size))
+            VideoSwinEncoder(config.video, config.num_frames, config.image_size), args.tau)
         train_from_scratch(net, clips, labels, learn, args.steps, args.lr, args.shift)
 
 
