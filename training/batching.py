@@ -69,7 +69,7 @@ def group_neighbours(keys: list[str | None], pool: int) -> np.ndarray:
             members.setdefault(key, []).append(i)
     out = np.full((len(keys), pool), -1, dtype=np.int64)
     for i, key in enumerate(keys):
-        others = [j for j in members.get(key, []) if j != i][:pool] if key is not None else []
+        others = [j for j in members.get(key, []) if j != i][:pool]  # None is never a member: no neighbours
         out[i, : len(others)] = others
     return out
 
