@@ -96,6 +96,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "videos in the training set, this many per caption")
     parser.add_argument("--head-lr-mult", type=float, default=10.0, help="lr factor of the new QA heads")
     parser.add_argument("--token-batch-size", type=int, default=32, help="clips per forward when caching tokens")
+    parser.add_argument("--per-clip", action="store_true",
+                        help="QA: batch every question of a clip together (--batch-size then counts clips), so "
+                             "end to end each clip is encoded once per step")
     parser.add_argument("--eval-split", help="evaluate the final model on this split (RUN/final/eval_SPLIT.json)")
     add_train_args(parser)
     return parser.parse_args(argv)
@@ -127,8 +130,9 @@ def build_qa(args: argparse.Namespace, model: Clover, freeze: bool, cfg, out: Pa
     if not items:
         raise SystemExit(f"clover finetune: no {args.task} questions in the {args.split} split")
     notes = {"answer_vocab_size": len(vocab or []), "num_questions": len(items),
-             "num_open": sum(item["candidates"] is None for item in items), "frozen_video": freeze}
-    dataset = QuestionDataset(items, videos=videos, seed=cfg.seed)
+             "num_open": sum(item["candidates"] is None for item in items), "frozen_video": freeze,
+             "per_clip": args.per_clip}
+    dataset = QuestionDataset(items, videos=videos, seed=cfg.seed, per_clip=args.per_clip)
     return dataset, QACollator(tokens, model.tokenizer, model.config.text.max_length), notes
 
 

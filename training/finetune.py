@@ -124,17 +124,23 @@ def question_items(
 
 class QuestionDataset(Dataset):
     """The question items; with `videos` (a `VideoTextDataset`, end-to-end fine-tuning) each item also carries
-    its video's frames (random frames per epoch in training mode), and `row` is then the sample index."""
+    its video's frames (random frames per epoch in training mode), and `row` is then the sample index.
 
-    def __init__(self, items: list[dict[str, Any]], videos: Any = None, seed: int = 0):
+    `per_clip=True` makes each item one clip with all its questions ({"members": [...], "frames"}), so an
+    end-to-end step encodes a clip once for its ~5 questions instead of once per question: the video tower is
+    most of a step's cost, and the batch size then counts clips.
+    """
+
+    def __init__(self, items: list[dict[str, Any]], videos: Any = None, seed: int = 0, per_clip: bool = False):
         self.items, self.videos, self.seed = items, videos, seed
+        self.units = group_by_clip(items) if per_clip else None
         self.epoch = 0  # set by the Trainer
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) if self.units is None else len(self.units)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self.items[i]
+        item = self.items[i] if self.units is None else {"row": self.units[i][0]["row"], "members": self.units[i]}
         if self.videos is None:
             return item
         rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF) if self.videos.train else None
@@ -142,15 +148,27 @@ class QuestionDataset(Dataset):
         return {**item, "frames": frames}
 
 
+def group_by_clip(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The question items gathered per video row, in order of first appearance."""
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for item in items:
+        groups.setdefault(item["row"], []).append(item)
+    return list(groups.values())
+
+
 class QACollator:
     """Items -> {"video_tokens" (B, K, C) from the token cache, or "frames" (B, T, 3, S, S) end to end;
     "input_ids"/"attention_mask" of the questions; "open_labels" and "choice_labels" (B,) with IGNORE for the
-    other kind; "questions"; "candidates"}."""
+    other kind; "questions"; "candidates"}. Clip-grouped items give B clips, Q >= B questions and
+    "video_index" (Q,)."""
 
     def __init__(self, video_tokens: torch.Tensor | None, tokenizer: Any, max_length: int):
         self.video_tokens, self.tokenizer, self.max_length = video_tokens, tokenizer, max_length
 
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+    def __call__(self, units: list[dict[str, Any]]) -> dict[str, Any]:
+        # A clip-grouped unit ({"members": [...]}) contributes every question; "video_index" then maps each
+        # question to its clip's row in "frames" / "video_tokens".
+        items = [m for unit in units for m in unit.get("members", [unit])]
         questions = [item["question"] for item in items]
         tokens = self.tokenizer(questions, padding=True, truncation=True, max_length=self.max_length,
                                 return_tensors="pt")
@@ -164,10 +182,12 @@ class QACollator:
             "questions": questions,
             "candidates": [item["candidates"] for item in items],
         }
-        if "frames" in items[0]:
-            batch["frames"] = torch.stack([item["frames"] for item in items])
+        if "members" in units[0]:
+            batch["video_index"] = torch.tensor([u for u, unit in enumerate(units) for _ in unit["members"]])
+        if "frames" in units[0]:
+            batch["frames"] = torch.stack([unit["frames"] for unit in units])
         else:
-            batch["video_tokens"] = self.video_tokens[torch.tensor([item["row"] for item in items])]
+            batch["video_tokens"] = self.video_tokens[torch.tensor([unit["row"] for unit in units])]
         return batch
 
 
@@ -182,6 +202,8 @@ class QAObjective(nn.Module):
             _, tokens = model.encode_video(batch["frames"], return_tokens=True)  # (B, K, C)
         else:
             tokens = batch["video_tokens"]  # (B, K, C) cached fp16; the model casts them
+        if "video_index" in batch:  # clip-grouped batch: one row per question
+            tokens = tokens[batch["video_index"]]
         batch_size = tokens.shape[0]
         terms: dict[str, torch.Tensor] = {}
         total = tokens.new_zeros((), dtype=torch.float32)

@@ -234,3 +234,24 @@ def test_rerank_objective_equals_a_loop_over_each_captions_group():
     torch.testing.assert_close(terms["listwise"], expected_listwise, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(terms["matching"], expected_matching, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(loss.detach(), expected_listwise + expected_matching, atol=1e-4, rtol=1e-4)
+
+
+def test_clip_grouped_batches_encode_each_clip_once_and_give_the_same_loss(world):
+    model = Clover.from_pretrained(world.checkpoint)
+    model.set_answer_vocab(["red", "blue", "green"])
+    samples = [Sample(f"v{i}", str(world.root / "videos" / f"v{i}.mp4"), [],
+                      [open_q(c), choice_q(i), open_q(COLORS[(i + 1) % 3])]) for i, c in enumerate(COLORS[:3])]
+    tokens, rows = cache_video_tokens(model, samples, batch_size=4)
+    items = question_items(samples, rows, model.answer_vocab)
+    collate = QACollator(tokens, model.tokenizer, model.config.text.max_length)
+    grouped = QuestionDataset(items, per_clip=True)
+    assert len(grouped) == 3 and len(QuestionDataset(items)) == 9
+    per_clip = collate([grouped[i] for i in range(3)])
+    per_question = collate(items)
+    assert per_clip["video_tokens"].shape[0] == 3 and per_clip["video_index"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    for key in ("input_ids", "open_labels", "choice_labels"):
+        assert torch.equal(per_clip[key], per_question[key]), key
+    model.eval()  # no dropout: the two batches are the same questions on the same tokens
+    loss_grouped, _ = QAObjective()(model, per_clip)
+    loss_flat, _ = QAObjective()(model, per_question)
+    assert loss_grouped.item() == pytest.approx(loss_flat.item(), rel=1e-5)
