@@ -15,6 +15,8 @@ with the task reduced to its core: the single-object clips of the train split (a
   data, with direct supervision?
 - `--tau T`: the same tower read the dual encoder's way (cosine to one learned embedding per shape, / T), to
   tell the contrastive form from the tower.
+- `--from-checkpoint` (with `--checkpoint` and `--train swin`): the same, starting from the checkpoint's tower:
+  can a pretrained tower still learn shape?
 - `--shift N`: each training clip moved by a random offset of up to N pixels (held-out clips are not).
 - `--train cnn`: the same on a 3-layer 2D CNN with global max pooling (every frame, max over time): the
   baseline that says the labels and pixels are fine.
@@ -158,7 +160,11 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=0.0,
                         help="--train swin: cosine against learned shape embeddings / tau instead of a linear head")
     parser.add_argument("--shift", type=int, default=0, help="random translation of each training clip, pixels")
+    parser.add_argument("--from-checkpoint", action="store_true",
+                        help="--train swin: start from --checkpoint's video tower instead of random init")
     args = parser.parse_args()
+    if args.from_checkpoint and not (args.checkpoint and args.train == "swin"):
+        parser.error("--from-checkpoint needs --checkpoint and --train swin")
     if not args.checkpoint and not args.train:
         parser.error("give --checkpoint, --train, or both")
     torch.manual_seed(0)
@@ -173,8 +179,11 @@ def main() -> None:
         print(f"frozen tokens, linear probe: mean {linear_probe(tokens.mean(1), labels, learn):.1f}%, "
               f"flattened {linear_probe(tokens.flatten(1), labels, learn):.1f}% held out")
     if args.train:
-        net = FrameCNN() if args.train == "cnn" else SwinShape(
-            VideoSwinEncoder(config.video, config.num_frames, config.image_size), args.tau)
+        if args.from_checkpoint:  # can a pretrained tower still learn shape, given the labels?
+            encoder = model.video_encoder.train().requires_grad_(True)
+        else:
+            encoder = VideoSwinEncoder(config.video, config.num_frames, config.image_size)
+        net = FrameCNN() if args.train == "cnn" else SwinShape(encoder, args.tau)
         train_from_scratch(net, clips, labels, learn, args.steps, args.lr, args.shift)
 
 

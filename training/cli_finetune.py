@@ -99,6 +99,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--per-clip", action="store_true",
                         help="QA: batch every question of a clip together (--batch-size then counts clips), so "
                              "end to end each clip is encoded once per step")
+    parser.add_argument("--retrieval-weight", type=float, default=0.0,
+                        help="QA end to end with --per-clip: also InfoNCE between each clip and one of its captions, "
+                             "at this weight, so the video tower stays matched to the text space of search")
     parser.add_argument("--eval-split", help="evaluate the final model on this split (RUN/final/eval_SPLIT.json)")
     add_train_args(parser)
     return parser.parse_args(argv)
@@ -189,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         loss_fn = RerankObjective()
     else:
         dataset, collate, notes = build_qa(args, model, freeze, cfg, out)
-        loss_fn = QAObjective()
-        notes["frozen_text"] = args.freeze_text
+        if args.retrieval_weight and (freeze or not args.per_clip):
+            raise SystemExit("clover finetune: --retrieval-weight needs --no-freeze-video and --per-clip")
+        loss_fn = QAObjective(args.retrieval_weight, args.tau)
+        notes.update(frozen_text=args.freeze_text, retrieval_weight=args.retrieval_weight)
     log.info("%s fine-tuning: %d training items %s", args.task, len(dataset), notes)
     run_config = {"task": args.task, "init": args.init, "data": str(args.data), "split": args.split,
                   "tau": args.tau if args.task == "retrieval" else None, **notes,

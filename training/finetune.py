@@ -145,7 +145,10 @@ class QuestionDataset(Dataset):
             return item
         rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF) if self.videos.train else None
         frames = self.videos.clip(item["row"], rng)  # (T, 3, S, S)
-        return {**item, "frames": frames}
+        if self.units is None:
+            return {**item, "frames": frames}
+        captions = self.videos.samples[item["row"]].captions or [""]
+        return {**item, "frames": frames, "caption": rng.choice(captions) if rng else captions[0]}
 
 
 def group_by_clip(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -188,6 +191,10 @@ class QACollator:
             batch["frames"] = torch.stack([unit["frames"] for unit in units])
         else:
             batch["video_tokens"] = self.video_tokens[torch.tensor([unit["row"] for unit in units])]
+        if "caption" in units[0]:  # one caption per clip, for the retrieval anchor of end-to-end QA
+            captions = self.tokenizer([unit["caption"] for unit in units], padding=True, truncation=True,
+                                      max_length=self.max_length, return_tensors="pt")
+            batch["caption_ids"], batch["caption_mask"] = captions["input_ids"], captions["attention_mask"]
         return batch
 
 
@@ -195,11 +202,24 @@ class QACollator:
 
 
 class QAObjective(nn.Module):
-    """Cross-entropy over the answer vocabulary (open) and over candidates (multiple choice), batch-averaged."""
+    """Cross-entropy over the answer vocabulary (open) and over candidates (multiple choice), batch-averaged.
+
+    `retrieval_weight` > 0 (end to end, clip-grouped batches with a caption per clip) adds symmetric InfoNCE
+    between the clips and their captions: the video tower then learns from the questions without leaving the
+    text space that search matches queries in (one checkpoint serves both).
+    """
+
+    def __init__(self, retrieval_weight: float = 0.0, tau: float = RETRIEVAL_TAU):
+        super().__init__()
+        self.retrieval_weight, self.tau = retrieval_weight, tau
 
     def forward(self, model: Clover, batch: dict, generator: torch.Generator | None = None):
+        anchor = None
         if "frames" in batch:  # end to end: the video encoder trains too
-            _, tokens = model.encode_video(batch["frames"], return_tokens=True)  # (B, K, C)
+            video_e, tokens = model.encode_video(batch["frames"], return_tokens=True)  # (B, K, C)
+            if self.retrieval_weight and "caption_ids" in batch:
+                anchor = losses.info_nce(video_e, model.encode_text(batch["caption_ids"], batch["caption_mask"]),
+                                         self.tau)
         else:
             tokens = batch["video_tokens"]  # (B, K, C) cached fp16; the model casts them
         if "video_index" in batch:  # clip-grouped batch: one row per question
@@ -227,7 +247,11 @@ class QAObjective(nn.Module):
         if choice_rows:
             total = total + choice_sum
             terms["mc_qa"] = choice_sum.detach() / len(choice_rows)
-        return total / batch_size, terms
+        loss = total / batch_size
+        if anchor is not None:
+            loss = loss + self.retrieval_weight * anchor
+            terms["info_nce"] = anchor.detach()
+        return loss, terms
 
 
 # ---- re-ranking (video-text matching) from cached tokens --------------------------------------------------

@@ -255,3 +255,32 @@ def test_clip_grouped_batches_encode_each_clip_once_and_give_the_same_loss(world
     loss_grouped, _ = QAObjective()(model, per_clip)
     loss_flat, _ = QAObjective()(model, per_question)
     assert loss_grouped.item() == pytest.approx(loss_flat.item(), rel=1e-5)
+
+
+def test_end_to_end_qa_per_clip_with_retrieval_anchor_trains_the_video_tower(world, tmp_path):
+    from training.cli_finetune import main
+
+    out = tmp_path / "e2e"
+    code = main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out", str(out),
+                 "--no-freeze-video", "--per-clip", "--retrieval-weight", "0.5", "--max-steps", "3",
+                 "--batch-size", "3", "--lr", "1e-3", "--warmup-steps", "0", "--log-every", "1", "--workers", "0",
+                 "--no-cache", "--quiet"])
+    assert code == 0
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [set(h) >= {"open_qa", "info_nce"} for h in history] == [True] * 3
+    for h in history:  # the anchor is added at its weight to the question loss
+        assert h["loss"] == pytest.approx(h["open_qa"] + 0.5 * h["info_nce"], rel=1e-4)
+    run_config = json.loads((out / "run_config.json").read_text())
+    assert run_config["per_clip"] and not run_config["frozen_video"] and run_config["retrieval_weight"] == 0.5
+    before = load_file(str(world.checkpoint / "model.safetensors"))
+    after = load_file(str(out / "final" / "model.safetensors"))
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("video_encoder."))
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("text_encoder."))  # search's side
+
+
+def test_retrieval_anchor_needs_end_to_end_clip_batches(world, tmp_path):
+    from training.cli_finetune import main
+
+    with pytest.raises(SystemExit, match="--retrieval-weight needs"):
+        main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root),
+              "--out", str(tmp_path / "bad"), "--retrieval-weight", "1", "--max-steps", "1", "--quiet"])
