@@ -49,7 +49,8 @@ class Clover(nn.Module):
         self.match_head = nn.Linear(hidden, 2)
         self.choice_head = ChoiceHead(hidden, heads.mc_hidden)
         self.answer_vocab: list[str] = list(answer_vocab or [])
-        self.qa_head = OpenQAHead(hidden, heads.qa_hidden, heads.num_answers, heads.qa_dropout) if heads.num_answers else None
+        self.qa_head = OpenQAHead(hidden, heads.qa_hidden, heads.num_answers, heads.qa_dropout,
+                                  self.video_encoder.out_dim if heads.qa_video_skip else 0) if heads.num_answers else None
         if len(self.answer_vocab) != heads.num_answers:
             raise ValueError(f"answer vocabulary has {len(self.answer_vocab)} entries, config says {heads.num_answers}")
 
@@ -169,7 +170,8 @@ class Clover(nn.Module):
     def open_qa_logits(self, video_tokens: torch.Tensor, texts: dict) -> torch.Tensor:
         if self.qa_head is None:
             raise RuntimeError("this checkpoint has no open-ended QA head (fine-tune with `clover finetune --task open-qa`)")
-        return self.qa_head(self._fuse_texts(video_tokens, texts))
+        cls = self._fuse_texts(video_tokens, texts)
+        return self.qa_head(cls, video_tokens.to(cls.device) if self.config.heads.qa_video_skip else None)
 
     @torch.no_grad()
     def answer_open(self, video_tokens: torch.Tensor, questions: list[str]) -> torch.Tensor:
@@ -223,4 +225,5 @@ class Clover(nn.Module):
         heads.num_answers = len(answers)
         self.answer_vocab = list(answers)
         hidden = self.text_encoder.config.hidden_size
-        self.qa_head = OpenQAHead(hidden, heads.qa_hidden, heads.num_answers, heads.qa_dropout).to(self.device)
+        self.qa_head = OpenQAHead(hidden, heads.qa_hidden, heads.num_answers, heads.qa_dropout,
+                                  self.video_encoder.out_dim if heads.qa_video_skip else 0).to(self.device)

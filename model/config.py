@@ -69,6 +69,9 @@ class HeadConfig:
     qa_hidden: int = 384  # open-ended QA MLP width (code: 768 -> 384 -> N)
     mc_hidden: int = 256  # multiple-choice MLP width (code: 768 -> 256 -> 1)
     qa_dropout: float = 0.5
+    # The open-QA head also reads the channel-wise max over the video tokens beside the fused state: a direct
+    # path from the answer to what the tower sees, which attention through the fusion layers is slow to open.
+    qa_video_skip: bool = False
     num_answers: int = 0  # open-ended answer vocabulary size; 0 until QA fine-tuning sets it
     # Re-ranking score = fusion match log-odds + this x dual-encoder cosine (BLIP's ITM + ITC sum). 20 = 1/tau:
     # both terms are then logits, and the fusion encoder refines the dual order instead of replacing it.

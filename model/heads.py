@@ -63,15 +63,25 @@ class MLMHead(nn.Module):
 
 
 class OpenQAHead(nn.Module):
-    """Fused [CLS] -> answer-vocabulary logits: Dropout -> Linear -> LN -> GELU -> Linear (code: 768->384->N)."""
+    """Fused [CLS] -> answer-vocabulary logits: Dropout -> Linear -> LN -> GELU -> Linear (code: 768->384->N).
 
-    def __init__(self, hidden: int, width: int, num_answers: int, dropout: float):
+    With `video_dim` the first layer also reads the video tokens' channel-wise max (LayerNorm-ed), the pooling
+    a linear shape probe learns from in a few hundred steps (heads.qa_video_skip).
+    """
+
+    def __init__(self, hidden: int, width: int, num_answers: int, dropout: float, video_dim: int = 0):
         super().__init__()
+        self.video_norm = nn.LayerNorm(video_dim) if video_dim else None
         self.mlp = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(hidden, width), nn.LayerNorm(width), nn.GELU(), nn.Linear(width, num_answers)
+            nn.Dropout(dropout), nn.Linear(hidden + video_dim, width), nn.LayerNorm(width), nn.GELU(),
+            nn.Linear(width, num_answers),
         )
 
-    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+    def forward(self, cls: torch.Tensor, video_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        if self.video_norm is not None:
+            if video_tokens is None:
+                raise ValueError("this QA head also reads the video tokens: pass them")
+            cls = torch.cat([cls, self.video_norm(video_tokens.amax(dim=1).to(cls.dtype))], dim=-1)
         return self.mlp(cls)
 
 

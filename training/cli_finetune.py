@@ -96,6 +96,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "videos in the training set, this many per caption")
     parser.add_argument("--head-lr-mult", type=float, default=10.0, help="lr factor of the new QA heads")
     parser.add_argument("--token-batch-size", type=int, default=32, help="clips per forward when caching tokens")
+    parser.add_argument("--qa-video-skip", action="store_true",
+                        help="open QA: a new answer head that also reads the video tokens' max (heads.qa_video_skip)")
     parser.add_argument("--per-clip", action="store_true",
                         help="QA: batch every question of a clip together (--batch-size then counts clips), so "
                              "end to end each clip is encoded once per step")
@@ -116,7 +118,9 @@ def build_qa(args: argparse.Namespace, model: Clover, freeze: bool, cfg, out: Pa
         vocab = build_answer_vocab(samples, args.max_answers)
         if not vocab:
             raise SystemExit(f"clover finetune: the {args.split} split has no open-ended questions")
-        if vocab != model.answer_vocab:
+        new_head = args.qa_video_skip and not model.config.heads.qa_video_skip
+        model.config.heads.qa_video_skip |= args.qa_video_skip
+        if vocab != model.answer_vocab or new_head:
             model.set_answer_vocab(vocab)  # a new head; an identical vocabulary keeps the trained one
     if freeze:
         freeze_video(model)

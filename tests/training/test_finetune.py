@@ -284,3 +284,24 @@ def test_retrieval_anchor_needs_end_to_end_clip_batches(world, tmp_path):
     with pytest.raises(SystemExit, match="--retrieval-weight needs"):
         main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root),
               "--out", str(tmp_path / "bad"), "--retrieval-weight", "1", "--max-steps", "1", "--quiet"])
+
+
+def test_qa_video_skip_head_reads_the_tokens_and_survives_a_checkpoint(world, tmp_path):
+    from training.cli_finetune import main
+
+    out = tmp_path / "skip"
+    code = main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out", str(out),
+                 "--qa-video-skip", "--max-steps", "2", "--batch-size", "3", "--warmup-steps", "0",
+                 "--token-batch-size", "4", "--quiet"])
+    assert code == 0
+    model = Clover.from_pretrained(out / "final").eval()
+    assert model.config.heads.qa_video_skip and model.qa_head.video_norm is not None
+    tokens = torch.randn(2, *model.video_token_shape)
+    logits = model.answer_open(tokens, ["what color is the circle?"] * 2)
+    assert logits.shape == (2, len(model.answer_vocab))
+    changed = tokens.clone()
+    changed[1] += 3 * torch.randn_like(changed[1])  # the second clip's tokens, and so its max, differ
+    again = model.answer_open(changed, ["what color is the circle?"] * 2)
+    assert torch.allclose(again[0], logits[0], atol=1e-5) and not torch.allclose(again[1], logits[1])
+    with pytest.raises(ValueError, match="reads the video tokens"):
+        model.qa_head(torch.zeros(1, model.text_encoder.config.hidden_size))
