@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import Clover  # noqa: E402
 from training.cli_eval import resolve_split  # noqa: E402
-from training.evaluate import encode_videos, normalise_answer  # noqa: E402
+from training.evaluate import encode_videos, normalise_answer, predict_open  # noqa: E402
 from training.formats import read_any  # noqa: E402
 
 
@@ -28,19 +28,22 @@ def accuracy_by_objects(model: Clover, samples: list) -> dict[tuple[str, int], t
     """{(question subtype, number of objects): (correct, asked)} over the samples' open questions."""
     encoded = encode_videos(model, samples, batch_size=32)
     row = {sample: r for r, sample in enumerate(encoded.index)}
+    rows, questions, answers, keys = [], [], [], []
+    for i, sample in enumerate(samples):
+        if i not in row:
+            continue
+        objects = len(sample.meta["scene"]["objects"])
+        for q in sample.questions:
+            if not q.get("candidates"):
+                rows.append(row[i])
+                questions.append(q["question"])
+                answers.append(normalise_answer(q["answer"]))
+                keys.append((q.get("subtype", q["type"]), objects))
+    predicted = predict_open(model, encoded.tokens[torch.tensor(rows)], questions)
     counts: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
-    with torch.no_grad():
-        for i, sample in enumerate(samples):
-            questions = [q for q in sample.questions if not q.get("candidates")]
-            if not questions or i not in row:
-                continue
-            objects = len(sample.meta["scene"]["objects"])
-            tokens = encoded.tokens[row[i]].float().expand(len(questions), -1, -1)
-            predicted = model.answer_open(tokens, [q["question"] for q in questions]).argmax(1).tolist()
-            for q, p in zip(questions, predicted, strict=True):
-                key = (q.get("subtype", q["type"]), objects)
-                counts[key][0] += model.answer_vocab[p] == normalise_answer(q["answer"])
-                counts[key][1] += 1
+    for key, prediction, answer in zip(keys, predicted, answers, strict=True):
+        counts[key][0] += prediction == answer
+        counts[key][1] += 1
     return {key: (hit, total) for key, (hit, total) in counts.items()}
 
 
