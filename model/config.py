@@ -20,6 +20,10 @@ class VideoConfig:
     # 3x3 convolutions with the same stride, for towers trained from scratch on little data (see ConvStem);
     # "pool": 3x3 convolutions downsampled by max pooling, as a small image CNN (see PoolStem)
     stem: str = "patch"
+    stem_width: int = 32  # channels of the pool stem's first conv (doubled once); its cost grows with the square
+    # add the stem's global max per time step, projected, to every output token: a CNN's position-free summary
+    # (what a small image CNN reads shape from in ~100 steps) beside the Swin stages, which learn it far slower
+    stem_global: bool = False
     embed_dim: int = 128  # channels after patch embedding; doubled by every patch merging
     depths: tuple[int, ...] = (2, 2, 18, 2)  # blocks per stage; len(depths) - 1 patch mergings
     num_heads: tuple[int, ...] = (4, 8, 16, 32)
@@ -69,8 +73,8 @@ class HeadConfig:
     qa_hidden: int = 384  # open-ended QA MLP width (code: 768 -> 384 -> N)
     mc_hidden: int = 256  # multiple-choice MLP width (code: 768 -> 256 -> 1)
     qa_dropout: float = 0.5
-    # The open-QA head also reads the channel-wise max over the video tokens beside the fused state: a direct
-    # path from the answer to what the tower sees, which attention through the fusion layers is slow to open.
+    # The open-QA logits also get a linear readout of the channel-wise max over the video tokens: a direct path
+    # from the answer to what the tower sees, which attention through the fusion layers is slow to open.
     qa_video_skip: bool = False
     num_answers: int = 0  # open-ended answer vocabulary size; 0 until QA fine-tuning sets it
     # Re-ranking score = fusion match log-odds + this x dual-encoder cosine (BLIP's ITM + ITC sum). 20 = 1/tau:

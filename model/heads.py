@@ -65,24 +65,27 @@ class MLMHead(nn.Module):
 class OpenQAHead(nn.Module):
     """Fused [CLS] -> answer-vocabulary logits: Dropout -> Linear -> LN -> GELU -> Linear (code: 768->384->N).
 
-    With `video_dim` the first layer also reads the video tokens' channel-wise max (LayerNorm-ed), the pooling
-    a linear shape probe learns from in a few hundred steps (heads.qa_video_skip).
+    With `video_dim` a linear readout of the video tokens' channel-wise max is added to the logits
+    (heads.qa_video_skip): the MLP says which answers the question allows, the readout which of them the clip
+    shows. It is the path a linear shape probe learns through; concatenating the max before the MLP (session 9)
+    learned direction and size slower (docs/benchmarks.md, session 10).
     """
 
     def __init__(self, hidden: int, width: int, num_answers: int, dropout: float, video_dim: int = 0):
         super().__init__()
-        self.video_norm = nn.LayerNorm(video_dim) if video_dim else None
+        self.video_readout = nn.Linear(video_dim, num_answers) if video_dim else None
         self.mlp = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(hidden + video_dim, width), nn.LayerNorm(width), nn.GELU(),
+            nn.Dropout(dropout), nn.Linear(hidden, width), nn.LayerNorm(width), nn.GELU(),
             nn.Linear(width, num_answers),
         )
 
     def forward(self, cls: torch.Tensor, video_tokens: torch.Tensor | None = None) -> torch.Tensor:
-        if self.video_norm is not None:
+        logits = self.mlp(cls)
+        if self.video_readout is not None:
             if video_tokens is None:
                 raise ValueError("this QA head also reads the video tokens: pass them")
-            cls = torch.cat([cls, self.video_norm(video_tokens.amax(dim=1).to(cls.dtype))], dim=-1)
-        return self.mlp(cls)
+            logits = logits + self.video_readout(video_tokens.amax(dim=1).to(cls.dtype))
+        return logits
 
 
 class ChoiceHead(nn.Module):

@@ -89,9 +89,10 @@ class VideoSwinEncoder(nn.Module):
         )
         # Retrieval needs tokens, not Kinetics logits: drop the head and its pooling.
         del self.swin.head, self.swin.avgpool
-        stems = {"conv": ConvStem, "pool": PoolStem}
-        if cfg.stem in stems:  # Swin's padding and norm stay
-            self.swin.patch_embed.proj = stems[cfg.stem](cfg.patch_size, cfg.embed_dim)
+        if cfg.stem == "conv":  # Swin's padding and norm stay
+            self.swin.patch_embed.proj = ConvStem(cfg.patch_size, cfg.embed_dim)
+        elif cfg.stem == "pool":
+            self.swin.patch_embed.proj = PoolStem(cfg.patch_size, cfg.embed_dim, width=cfg.stem_width)
         elif cfg.stem != "patch":
             raise ValueError(f"video stem must be 'patch', 'conv' or 'pool', got {cfg.stem!r}")
         self.mask_token = nn.Parameter(torch.zeros(cfg.embed_dim))
@@ -103,6 +104,7 @@ class VideoSwinEncoder(nn.Module):
         grid_t, grid_h, grid_w = self.patch_grid
         self.token_grid = (grid_t, -(-grid_h // 2**merges), -(-grid_w // 2**merges))
         self.out_dim = cfg.embed_dim * 2**merges
+        self.stem_global = nn.Linear(cfg.embed_dim, self.out_dim) if cfg.stem_global else None
 
     def train(self, mode: bool = True) -> VideoSwinEncoder:
         # A frozen tower stays in eval mode: BatchNorm (conv stem) keeps its statistics, no stochastic depth.
@@ -123,7 +125,10 @@ class VideoSwinEncoder(nn.Module):
                 raise ValueError(f"video_mask grid {tuple(video_mask.shape[1:])} != patch grid {tuple(x.shape[2:4])}")
             keep = (~video_mask).to(x.dtype)[:, None, :, :, None]  # (B, 1, Hp, Wp, 1), shared over time
             x = x * keep + self.mask_token.to(x.dtype) * (1 - keep)
+        stem = x
         x = self.swin.pos_drop(x)
-        x = self.swin.features(x)  # (B, T', H', W', C)
+        x = self.swin.features(x)  # (B, T', H', W', C); patch merging is spatial only, so T' = Tp
         x = self.swin.norm(x)
+        if self.stem_global is not None:
+            x = x + self.stem_global(stem.amax(dim=(2, 3)))[:, :, None, None, :]
         return x.flatten(1, 3)  # (B, K, C)

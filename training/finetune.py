@@ -207,11 +207,14 @@ class QAObjective(nn.Module):
     `retrieval_weight` > 0 (end to end, clip-grouped batches with a caption per clip) adds symmetric InfoNCE
     between the clips and their captions: the video tower then learns from the questions without leaving the
     text space that search matches queries in (one checkpoint serves both).
+
+    `open_gamma` > 0 makes the open-ended term focal, -(1 - p)^γ log p: question types already answered stop
+    drowning out, in a shared batch, the gradient of the one still at chance (the MLM's focal loss, METHOD).
     """
 
-    def __init__(self, retrieval_weight: float = 0.0, tau: float = RETRIEVAL_TAU):
+    def __init__(self, retrieval_weight: float = 0.0, tau: float = RETRIEVAL_TAU, open_gamma: float = 0.0):
         super().__init__()
-        self.retrieval_weight, self.tau = retrieval_weight, tau
+        self.retrieval_weight, self.tau, self.open_gamma = retrieval_weight, tau, open_gamma
 
     def forward(self, model: Clover, batch: dict, generator: torch.Generator | None = None):
         anchor = None
@@ -232,7 +235,7 @@ class QAObjective(nn.Module):
         if open_rows.numel():
             texts = {"input_ids": batch["input_ids"][open_rows], "attention_mask": batch["attention_mask"][open_rows]}
             logits = model.open_qa_logits(tokens[open_rows], texts)  # (n, A)
-            summed = F.cross_entropy(logits.float(), batch["open_labels"][open_rows], reduction="sum")
+            summed = losses.focal_mlm(logits, batch["open_labels"][open_rows], self.open_gamma, reduction="sum")
             total = total + summed
             terms["open_qa"] = summed.detach() / open_rows.numel()
 

@@ -227,6 +227,32 @@ def test_pool_stem_keeps_the_token_grid_ignores_a_shift_inside_a_pool_and_surviv
     assert not torch.allclose(point(c), point(e))
 
 
+def test_stem_global_adds_the_stems_per_frame_max_to_every_token_and_keeps_the_grid(tmp_path):
+    torch.manual_seed(0)
+    video = {**TINY_OVERRIDES["video"], "stem": "pool", "stem_width": 8, "stem_global": True}
+    model = tiny_model(video=video).eval()
+    encoder = model.video_encoder
+    assert encoder.swin.patch_embed.proj.layers[0].out_channels == 8
+    x = frames(model)
+    tokens = encoder(x)
+    assert tokens.shape == (2, encoder.num_tokens, encoder.out_dim)
+    with torch.no_grad():
+        stem = encoder.swin.patch_embed(x.permute(0, 2, 1, 3, 4))  # (B, Tp, Hp, Wp, C0)
+        encoder.stem_global.weight.zero_()
+        encoder.stem_global.bias.zero_()
+        swin_only = encoder(x)
+    added = torch.nn.Linear(encoder.stem_global.in_features, encoder.stem_global.out_features)
+    t, h, w = encoder.token_grid
+    expected = swin_only.view(2, t, h * w, -1)  # the same vector added to each token of one time step
+    # with the projection zeroed the tokens are the Swin's alone; any other projection adds proj(max over space)
+    with torch.no_grad():
+        encoder.stem_global.load_state_dict(added.state_dict())
+        again = encoder(x).view(2, t, h * w, -1)
+    torch.testing.assert_close(again - expected, added(stem.amax(dim=(2, 3)))[:, :, None, :].expand_as(expected))
+    loaded = Clover.from_pretrained(model.save_pretrained(tmp_path / "ckpt")).eval()
+    torch.testing.assert_close(loaded.video_encoder(x), encoder(x))
+
+
 def test_conv_stem_needs_a_square_power_of_two_patch():
     with pytest.raises(ValueError, match="power-of-two"):
         tiny_model(video={**TINY_OVERRIDES["video"], "patch_size": [2, 6, 6], "stem": "conv"})

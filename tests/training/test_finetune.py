@@ -257,6 +257,24 @@ def test_clip_grouped_batches_encode_each_clip_once_and_give_the_same_loss(world
     assert loss_grouped.item() == pytest.approx(loss_flat.item(), rel=1e-5)
 
 
+def test_focal_open_qa_term_equals_a_loop_over_questions(world):
+    model = Clover.from_pretrained(world.checkpoint)
+    model.set_answer_vocab(["red", "blue", "green"])
+    samples = [Sample(f"v{i}", str(world.root / "videos" / f"v{i}.mp4"), [], [open_q(c), choice_q(i)])
+               for i, c in enumerate(COLORS[:3])]
+    tokens, rows = cache_video_tokens(model, samples, batch_size=4)
+    batch = QACollator(tokens, model.tokenizer, model.config.text.max_length)(
+        question_items(samples, rows, model.answer_vocab, choice_questions=False))
+    model.eval()
+    with torch.no_grad():
+        log_probs = model.open_qa_logits(batch["video_tokens"].float(), batch).log_softmax(-1)
+        reference = [-(1 - lp[label].exp()) ** 2 * lp[label] for lp, label in zip(log_probs, batch["open_labels"], strict=True)]
+        loss, terms = QAObjective(open_gamma=2.0)(model, batch)
+        plain, _ = QAObjective()(model, batch)
+    assert loss.item() == pytest.approx(torch.stack(reference).mean().item(), rel=1e-5)
+    assert loss.item() < plain.item()  # every answer weighed down by (1 - p)^2 < 1
+
+
 def test_end_to_end_qa_per_clip_with_retrieval_anchor_trains_the_video_tower(world, tmp_path):
     from training.cli_finetune import main
 
@@ -295,7 +313,7 @@ def test_qa_video_skip_head_reads_the_tokens_and_survives_a_checkpoint(world, tm
                  "--token-batch-size", "4", "--quiet"])
     assert code == 0
     model = Clover.from_pretrained(out / "final").eval()
-    assert model.config.heads.qa_video_skip and model.qa_head.video_norm is not None
+    assert model.config.heads.qa_video_skip and model.qa_head.video_readout is not None
     tokens = torch.randn(2, *model.video_token_shape)
     logits = model.answer_open(tokens, ["what color is the circle?"] * 2)
     assert logits.shape == (2, len(model.answer_vocab))
