@@ -49,8 +49,7 @@ class Clover(nn.Module):
         self.match_head = nn.Linear(hidden, 2)
         self.choice_head = ChoiceHead(hidden, heads.mc_hidden)
         self.answer_vocab: list[str] = list(answer_vocab or [])
-        self.qa_head = OpenQAHead(hidden, heads.qa_hidden, heads.num_answers, heads.qa_dropout,
-                                  self.video_encoder.out_dim if heads.qa_video_skip else 0) if heads.num_answers else None
+        self.qa_head = self._new_qa_head() if heads.num_answers else None
         if len(self.answer_vocab) != heads.num_answers:
             raise ValueError(f"answer vocabulary has {len(self.answer_vocab)} entries, config says {heads.num_answers}")
 
@@ -224,6 +223,9 @@ class Clover(nn.Module):
         heads = self.config.heads
         heads.num_answers = len(answers)
         self.answer_vocab = list(answers)
-        hidden = self.text_encoder.config.hidden_size
-        self.qa_head = OpenQAHead(hidden, heads.qa_hidden, heads.num_answers, heads.qa_dropout,
-                                  self.video_encoder.out_dim if heads.qa_video_skip else 0).to(self.device)
+        self.qa_head = self._new_qa_head().to(self.device)
+
+    def _new_qa_head(self) -> OpenQAHead:
+        heads = self.config.heads
+        return OpenQAHead(self.text_encoder.config.hidden_size, heads.qa_hidden, heads.num_answers, heads.qa_dropout,
+                          self.video_encoder.out_dim if heads.qa_video_skip else 0)
