@@ -5,7 +5,9 @@ same caption with one attribute word replaced by each other value of that attrib
 
 - dual: the clip's embedding is closer to the true caption than to every variant (chance 1 / values);
 - mlm: the attribute word masked in the true caption, the fusion encoder's MLM head ranks the true word first
-  among the attribute's values (chance 1 / values).
+  among the attribute's values (chance 1 / values);
+- words (checkpoints with a word head, `heads.word_head`): the word head's first choice among the attribute's
+  values, read from the video tokens alone (chance 1 / values); "-" without the head.
 
 It separates "the video tower does not see it" (dual low) from "the fusion layers do not read it" (dual high,
 mlm low). Directions are probed on clips whose object makes one translation.
@@ -67,6 +69,14 @@ def mlm_rank_first(model: Clover, tokens: torch.Tensor, caption: str, word: str,
     return values[int(logits[candidates].argmax())] == word
 
 
+@torch.no_grad()
+def word_rank_first(model: Clover, tokens: torch.Tensor, word: str, values: tuple[str, ...]) -> bool:
+    """Is `word` the word head's first choice among `values` for this clip?"""
+    logits = model.word_logits(tokens[None].to(model.device))[0]
+    candidates = torch.tensor(model.tokenizer.convert_tokens_to_ids(list(values)))
+    return values[int(logits[candidates].argmax())] == word
+
+
 def probe(model: Clover, data: str, split: str, limit: int, workers: int) -> dict:
     clips = []
     for sample in read_any(resolve_split(data, split)):
@@ -77,7 +87,7 @@ def probe(model: Clover, data: str, split: str, limit: int, workers: int) -> dic
     clips = clips[:limit]
     encoded = encode_videos(model, [c[0] for c in clips], workers=workers)
     rows = {i: r for r, i in enumerate(encoded.index)}
-    hits = {name: {"dual": 0, "mlm": 0, "n": 0} for name in VALUES}
+    hits = {name: {"dual": 0, "mlm": 0, "words": 0, "n": 0} for name in VALUES}
     model.eval()
     for i, (_, attrs, caption) in enumerate(clips):
         if i not in rows:
@@ -89,10 +99,14 @@ def probe(model: Clover, data: str, split: str, limit: int, workers: int) -> dic
             sims = encode_texts(model, texts) @ video_e
             hits[name]["dual"] += int(sims[0] > sims[1:].max())
             hits[name]["mlm"] += int(mlm_rank_first(model, video_tokens, caption, value, VALUES[name]))
+            if model.word_head is not None:
+                hits[name]["words"] += int(word_rank_first(model, video_tokens, value, VALUES[name]))
             hits[name]["n"] += 1
     return {name: {"n": h["n"], "chance": round(100 / len(VALUES[name]), 1),
                    "dual": round(100 * h["dual"] / max(1, h["n"]), 1),
-                   "mlm": round(100 * h["mlm"] / max(1, h["n"]), 1)} for name, h in hits.items()}
+                   "mlm": round(100 * h["mlm"] / max(1, h["n"]), 1),
+                   "words": round(100 * h["words"] / max(1, h["n"]), 1) if model.word_head is not None else None}
+            for name, h in hits.items()}
 
 
 def main() -> None:
@@ -106,9 +120,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     result = probe(Clover.from_pretrained(args.checkpoint), args.data, args.split, args.limit, args.workers)
-    print(f"{'attribute':<10} {'n':>4} {'chance':>7} {'dual':>6} {'mlm':>6}")
+    print(f"{'attribute':<10} {'n':>4} {'chance':>7} {'dual':>6} {'mlm':>6} {'words':>6}")
     for name, row in result.items():
-        print(f"{name:<10} {row['n']:>4} {row['chance']:>7} {row['dual']:>6} {row['mlm']:>6}")
+        words = "-" if row["words"] is None else row["words"]
+        print(f"{name:<10} {row['n']:>4} {row['chance']:>7} {row['dual']:>6} {row['mlm']:>6} {words:>6}")
     if args.json:
         Path(args.json).write_text(json.dumps({"checkpoint": args.checkpoint, "split": args.split, **result}, indent=2))
 

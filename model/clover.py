@@ -46,6 +46,8 @@ class Clover(nn.Module):
         self.text_proj = ClsProjection(hidden, config.embed_dim)
         self.fused_proj = ClsProjection(hidden, config.embed_dim)
         self.mlm_head = MLMHead(hidden, bert_cfg.vocab_size, eps=bert_cfg.layer_norm_eps)
+        # Untied from the word embeddings: tied, shape words start too alike to be told apart (session 11).
+        self.word_head = nn.Linear(self.video_encoder.out_dim, bert_cfg.vocab_size) if heads.word_head else None
         self.match_head = nn.Linear(hidden, 2)
         self.choice_head = ChoiceHead(hidden, heads.mc_hidden)
         self.answer_vocab: list[str] = list(answer_vocab or [])
@@ -133,6 +135,13 @@ class Clover(nn.Module):
     def mlm_logits(self, fused_text: torch.Tensor) -> torch.Tensor:
         """Fused text positions [B, L, H] -> vocabulary logits [B, L, V] (decoder tied to word embeddings)."""
         return self.mlm_head(fused_text, self.text_encoder.embeddings.word_embeddings.weight)
+
+    def word_logits(self, video_tokens: torch.Tensor) -> torch.Tensor:
+        """Video tokens [B, K, C] -> vocabulary logits [B, V] of the words a caption of the clip would use: a
+        linear readout of the tokens' channel-wise max (position-free, like the QA readout)."""
+        if self.word_head is None:
+            raise RuntimeError("this model has no word head (model config heads.word_head)")
+        return self.word_head(video_tokens.amax(dim=1).to(self.word_head.weight.dtype))  # cached tokens may be half
 
     def match_logits(self, cls: torch.Tensor) -> torch.Tensor:
         """Pooled fused state -> [B, 2] (no match, match) for video-text matching."""

@@ -76,6 +76,9 @@ class HeadConfig:
     # The open-QA logits also get a linear readout of the channel-wise max over the video tokens: a direct path
     # from the answer to what the tower sees, which attention through the fusion layers is slow to open.
     qa_video_skip: bool = False
+    # A bag-of-words head on the same max: which caption words a clip shows (training.objective's
+    # word_prediction); off in checkpoints made without it.
+    word_head: bool = False
     num_answers: int = 0  # open-ended answer vocabulary size; 0 until QA fine-tuning sets it
     # Re-ranking score = fusion match log-odds + this x dual-encoder cosine (BLIP's ITM + ITC sum). 20 = 1/tau:
     # both terms are then logits, and the fusion encoder refines the dual order instead of replacing it.

@@ -182,6 +182,25 @@ def focal_mlm(
     return total / keep.sum().clamp_min(1)  # tensor division: no host sync on GPU
 
 
+def bag_of_words(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Multi-label word prediction as a softmax with the target mass spread evenly over a sample's words
+    (Joulin et al. 2016; Mahajan et al. 2018): -(1/|S_i|) sum over w in S_i of log softmax(logits_i)[w].
+
+    logits [B, V]; targets [B, V] bool, the words S_i of sample i. Samples without a target word count as 0:
+    ``reduction="mean"`` averages over the samples that have one, ``"sum"`` sums over all.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
+    weights = targets.float()
+    counts = weights.sum(1)  # [B]
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    per_sample = -(weights * log_probs).sum(1) / counts.clamp_min(1)
+    total = per_sample.sum()
+    if reduction == "sum":
+        return total
+    return total / (counts > 0).sum().clamp_min(1)
+
+
 def info_nce(video_e: Tensor, text_e: Tensor, tau: float | Tensor = DEFAULT_TAU) -> Tensor:
     """Symmetric InfoNCE between matched rows of ``video_e`` and ``text_e`` (both [B, D]).
 

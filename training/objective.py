@@ -20,6 +20,11 @@ extra negative per video, for worlds where in-batch negatives almost never diffe
 `caption_negative_tau` gives the term its own, sharper temperature (a shape swap moved synthworld's text embedding
 by a cosine of a few thousandths, a logit gap of 0.1 at tau = 0.05). Neither taught synthworld's video tower
 shape (docs/benchmarks.md, session 7).
+
+`word_prediction` (off in every preset variant; not in the paper) asks the video tower, through the word head on
+its tokens' max, which words its caption uses: unlike the contrastive terms, a direct label for every word of every
+clip, whatever else the batch holds. In 300 steps it did not teach synthworld's tower shape either
+(docs/benchmarks.md, session 11).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class ObjectiveConfig:
     caption_negative_weight: float = 1.0
     caption_negative_temperature: float = 0.0  # > 0: replacements weighted by word similarity (NounSwapper)
     caption_negative_tau: float = 0.0  # > 0: the caption-negative term's own temperature (sharper than tau)
+    word_prediction: float = 0.0  # > 0: weight of the video-side bag-of-words term (needs heads.word_head)
 
     @property
     def needs_masked_video(self) -> bool:
@@ -88,6 +94,7 @@ class CloverObjective(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.dist = dist_info or DistInfo()
+        self._word_pieces: torch.Tensor | None = None  # [V] bool, built from the model's tokenizer
 
     def forward(self, model: Clover, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None):
         """-> (total loss, {term: detached value}) for one (per-rank) batch."""
@@ -134,11 +141,24 @@ class CloverObjective(nn.Module):
             # METHOD's (1/B) sum over masked words: per-rank sums average to the global value under DDP.
             summed = losses.focal_mlm(logits, labels[predicted], gamma=gamma, reduction="sum")
             terms["mlm"] = cfg.mlm_weight * summed / frames.shape[0]
+        if cfg.word_prediction:
+            targets = self._word_targets(model, ids, mask)
+            # (1/B) sum over the clips, like the MLM term, so N ranks average to the global value.
+            summed = losses.bag_of_words(model.word_logits(video_tokens), targets, reduction="sum")
+            terms["words"] = cfg.word_prediction * summed / frames.shape[0]
         if cfg.matching:
             terms["matching"] = cfg.matching_weight * self._matching(model, video_e, text_e, video_tokens,
                                                                      text_hidden, mask, generator)
         total = torch.stack(list(terms.values())).sum()
         return total, {name: value.detach() for name, value in terms.items()}
+
+    def _word_targets(self, model: Clover, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, V] bool: the word pieces of each caption."""
+        if self._word_pieces is None:
+            self._word_pieces = word_piece_ids(model.tokenizer, model.text_encoder.config.vocab_size).to(ids.device)
+        targets = torch.zeros(ids.shape[0], self._word_pieces.shape[0], dtype=torch.bool, device=ids.device)
+        targets.scatter_(1, ids * mask, True)  # padding lands on [PAD], not a word piece
+        return targets & self._word_pieces
 
     def _matching(self, model, video_e, text_e, video_tokens, text_hidden, mask, generator) -> torch.Tensor:
         """Fused matching on a subset of local pairs with hard negatives drawn from the local batch.
@@ -165,3 +185,15 @@ def matching_loss(model, video_e, text_e, video_tokens, text_hidden, mask, tau, 
     masks = torch.cat([mask, mask[neg_text], mask])
     logits = model.match_logits(model.fuse(videos, texts, masks)[1])  # (3n, 2)
     return losses.video_text_matching_loss(logits[:n], logits[n:])
+
+
+def word_piece_ids(tokenizer, vocab_size: int) -> torch.Tensor:
+    """[vocab_size] bool over the tokenizer's ids: the word pieces made of letters that are not special tokens.
+    Function words stay: a word every caption has costs little, and "while" or "then" says what a clip holds."""
+    vocab = tokenizer.get_vocab()
+    keep = torch.zeros(vocab_size, dtype=torch.bool)
+    special = set(tokenizer.all_special_ids)
+    for piece, index in vocab.items():
+        if index < vocab_size:
+            keep[index] = piece.removeprefix("##").isalpha() and index not in special
+    return keep

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from training.losses import (
     LossWeights,
+    bag_of_words,
     directional_nce,
     exclusive_nce,
     focal_mlm,
@@ -75,6 +76,17 @@ def ref_focal(logits, labels, gamma):
         p = exps[int(label)] / sum(exps)
         values.append(-((1 - p) ** gamma) * math.log(p))
     return sum(values) / len(values)
+
+
+def ref_bag_of_words(logits, targets):
+    values = []
+    for row, wanted in zip(logits.tolist(), targets.tolist(), strict=True):
+        words = [w for w, on in enumerate(wanted) if on]
+        if not words:
+            continue
+        log_z = math.log(sum(math.exp(x) for x in row))
+        values.append(sum(log_z - row[w] for w in words) / len(words))
+    return values
 
 
 # --- tests ------------------------------------------------------------------------------------------------
@@ -245,6 +257,24 @@ def test_focal_mlm_down_weights_easy_tokens_and_survives_no_masks():
     loss.backward()
     assert torch.equal(none_masked.grad, torch.zeros_like(none_masked))
     assert focal_mlm(logits, labels, 2.0, reduction="none").shape == (1,)
+
+
+def test_bag_of_words_matches_reference():
+    logits = torch.randn(4, 9, dtype=torch.float64)
+    targets = torch.rand(4, 9) < 0.3
+    targets[0] = False  # a sample with no word: counts as 0
+    targets[1, 2] = True
+    per_sample = ref_bag_of_words(logits, targets)
+    assert bag_of_words(logits, targets).item() == pytest.approx(sum(per_sample) / len(per_sample), abs=ATOL)
+    assert bag_of_words(logits, targets, reduction="sum").item() == pytest.approx(sum(per_sample), abs=ATOL)
+
+
+def test_bag_of_words_raises_every_target_word_and_lowers_the_rest():
+    logits = torch.zeros(1, 5, requires_grad=True)
+    targets = torch.tensor([[True, False, True, False, False]])
+    bag_of_words(logits, targets).backward()
+    assert (logits.grad[0, [0, 2]] < 0).all() and (logits.grad[0, [1, 3, 4]] > 0).all()
+    assert bag_of_words(torch.randn(2, 5), torch.zeros(2, 5, dtype=torch.bool)).item() == 0.0
 
 
 def test_hard_negatives_never_draw_the_positive_and_follow_similarity():
