@@ -46,7 +46,7 @@ class Clover(nn.Module):
         self.text_proj = ClsProjection(hidden, config.embed_dim)
         self.fused_proj = ClsProjection(hidden, config.embed_dim)
         self.mlm_head = MLMHead(hidden, bert_cfg.vocab_size, eps=bert_cfg.layer_norm_eps)
-        # Untied from the word embeddings: tied, shape words start too alike to be told apart (session 11).
+        # Untied from the word embeddings: a tied decoder read shape at chance (docs/benchmarks.md, session 11).
         self.word_head = nn.Linear(self.video_encoder.out_dim, bert_cfg.vocab_size) if heads.word_head else None
         self.match_head = nn.Linear(hidden, 2)
         self.choice_head = ChoiceHead(hidden, heads.mc_hidden)
