@@ -44,6 +44,9 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, help="DataLoader workers")
     g.add_argument("--seed", type=int)
     g.add_argument("--max-shift", type=int, help="move each training clip by a random offset of up to N pixels")
+    g.add_argument("--curriculum-steps", type=int,
+                   help="the first N steps draw only from the samples with the shortest captions (simple clips)")
+    g.add_argument("--curriculum-fraction", type=float, help="the share of samples the curriculum draws from (0.3)")
     g.add_argument("--save-every", type=int, help="checkpoint every N steps (0: only the final one)")
     g.add_argument("--log-every", type=int)
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")

@@ -241,6 +241,10 @@ class VideoTextDataset(Dataset):
         """The first caption of every item, in item order (what caption-neighbour batching groups by)."""
         return [(self.samples[i].captions or [""])[0] for i in self.indices]
 
+    def item_caption_lengths(self) -> list[float]:
+        """The mean length in words of every item's captions, in item order (what a curriculum ranks by)."""
+        return [caption_length(self.samples[i].captions) for i in self.indices]
+
     def item_meta(self, key: str) -> list:
         """A manifest field of every item, in item order (None where missing; what `group_key` batching uses)."""
         return [self.samples[i].meta.get(key) for i in self.indices]
@@ -313,3 +317,8 @@ class TextCollator:
             batch.update(negative_input_ids=tokens["input_ids"], negative_attention_mask=tokens["attention_mask"],
                          has_negative=torch.tensor([neg is not None for neg in swapped]))
         return batch
+
+
+def caption_length(captions: list[str]) -> float:
+    """Mean words per caption (0 for none): a simple clip gets a short description in any phrasing."""
+    return sum(len(c.split()) for c in captions) / len(captions) if captions else 0.0

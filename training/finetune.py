@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from model import Clover
 
 from . import losses
-from .data import Sample
+from .data import Sample, caption_length
 from .distributed import DistInfo, gather_with_grad
 from .evaluate import choice_batches, encode_videos, normalise_answer
 
@@ -138,6 +138,13 @@ class QuestionDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items) if self.units is None else len(self.units)
+
+    def item_caption_lengths(self) -> list[float]:
+        """Mean caption length in words of each item's video (end to end only: a curriculum ranks by it)."""
+        if self.videos is None:
+            raise ValueError("caption lengths need the videos' samples (end-to-end fine-tuning)")
+        rows = [item["row"] for item in self.items] if self.units is None else [u[0]["row"] for u in self.units]
+        return [caption_length(self.videos.samples[row].captions) for row in rows]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.items[i] if self.units is None else {"row": self.units[i][0]["row"], "members": self.units[i]}

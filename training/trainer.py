@@ -64,6 +64,8 @@ class TrainConfig:
     neighbour_pool: int = 8  # a group is drawn from its seed's this many nearest captions
     group_key: str = ""  # with neighbour_groups: group by this manifest field instead of caption similarity
     max_shift: int = 0  # pixels: each training clip moved by a random offset up to this (training.data)
+    curriculum_steps: int = 0  # optimizer steps at the start drawn only from the simplest samples:
+    curriculum_fraction: float = 0.3  # those with the shortest captions, this share of the dataset
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,10 +78,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch, sharded across ranks, able to start mid-epoch (exact resume)."""
+    """A seeded permutation per epoch, sharded across ranks, able to start mid-epoch (exact resume).
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, info: DistInfo):
+    With `indices` it permutes that subset of the dataset instead of all of it (the curriculum's phase)."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, info: DistInfo,
+                 indices: list[int] | None = None):
+        if indices is not None:
+            num_samples = len(indices)
         self.num_samples, self.batch_size, self.seed, self.info = num_samples, batch_size, seed, info
+        self.indices = torch.tensor(indices) if indices is not None else None
         per_rank = num_samples // info.world_size
         self.batches_per_epoch = per_rank // batch_size  # drop the ragged tail: equal batches on every rank
         if self.batches_per_epoch == 0:
@@ -92,10 +100,25 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         mine = order[self.info.rank :: self.info.world_size][: self.batches_per_epoch * self.batch_size]
+        if self.indices is not None:
+            mine = self.indices[mine]
         return iter(mine[self.start_batch * self.batch_size :].tolist())
 
     def __len__(self) -> int:
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
+
+
+def shortest_captioned(caption_lengths: list[float], fraction: float) -> list[int]:
+    """The items whose captions are shortest, `fraction` of them (at least one), in item order.
+
+    Short captions describe simple clips (one object, one action), whose questions and words are the clean
+    labels a young video tower learns from fastest: an easy-first curriculum (Bengio et al. 2009; sentence
+    length as the measure of difficulty, Spitkovsky et al. 2010)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"curriculum_fraction must be in (0, 1], not {fraction}")
+    count = max(1, round(fraction * len(caption_lengths)))
+    ranked = sorted(range(len(caption_lengths)), key=lambda i: (caption_lengths[i], i))
+    return sorted(ranked[:count])
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -189,12 +212,17 @@ class Trainer:
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.sampler = self._sampler(dataset)
-        self.loader = DataLoader(
-            dataset, batch_size=cfg.batch_size, sampler=self.sampler, collate_fn=collate,
-            num_workers=cfg.workers, persistent_workers=False, drop_last=True,
-            pin_memory=self.device.type == "cuda",
-        )
+        self.loader = self._loader(dataset, self.sampler, collate)
         self.dataset = dataset
+        self.easy_sampler, self.easy_loader = None, None
+        if cfg.curriculum_steps:
+            if not hasattr(dataset, "item_caption_lengths"):
+                raise ValueError(f"curriculum_steps needs a captioned dataset, not {type(dataset).__name__}")
+            easy = shortest_captioned(dataset.item_caption_lengths(), cfg.curriculum_fraction)
+            self.easy_sampler = EpochSampler(len(dataset), cfg.batch_size, cfg.seed, self.info, indices=easy)
+            self.easy_loader = self._loader(dataset, self.easy_sampler, collate)
+            log.info("curriculum: the first %d steps draw from the %d shortest-captioned of %d samples",
+                     cfg.curriculum_steps, len(easy), len(dataset))
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step = 0
@@ -213,6 +241,13 @@ class Trainer:
         # The neighbours themselves come at the first batch (`_batches`) or from a checkpoint (`resume`).
         return NeighbourBatchSampler(None, cfg.batch_size, cfg.neighbour_groups, cfg.seed, self.info,
                                      num_samples=len(dataset))
+
+    def _loader(self, dataset: Dataset, sampler: Sampler[int], collate: Callable) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=self.cfg.batch_size, sampler=sampler, collate_fn=collate,
+            num_workers=self.cfg.workers, persistent_workers=False, drop_last=True,
+            pin_memory=self.device.type == "cuda",
+        )
 
     def _find_neighbours(self) -> None:
         t0 = time.perf_counter()
@@ -309,17 +344,37 @@ class Trainer:
     # -- loop ------------------------------------------------------------------------------------------------
 
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches from the current position on, epoch after epoch (the position follows from `step`)."""
+        """Batches from the current position on, epoch after epoch (the position follows from `step`): first
+        the curriculum's, from the simple samples alone, then those of the whole dataset from its epoch 0."""
+        micro = self.step * self.cfg.accumulation
+        easy_micro = self.cfg.curriculum_steps * self.cfg.accumulation
+        if micro < easy_micro:
+            yield from self._curriculum_batches(micro, easy_micro)
+            micro = easy_micro
         if getattr(self.sampler, "neighbours", False) is None:
             self._find_neighbours()
         per_epoch = self.sampler.batches_per_epoch
-        micro = self.step * self.cfg.accumulation
-        epoch, start = divmod(micro, per_epoch)
+        epoch, start = divmod(micro - easy_micro, per_epoch)
         while True:
             self.sampler.set_position(epoch, start)
             if hasattr(self.dataset, "epoch"):
                 self.dataset.epoch = epoch
             yield from self.loader
+            epoch, start = epoch + 1, 0
+
+    def _curriculum_batches(self, micro: int, end: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Micro-batches `micro` to `end` of the curriculum, epochs over the simple samples."""
+        per_epoch = self.easy_sampler.batches_per_epoch
+        epoch, start = divmod(micro, per_epoch)
+        while micro < end:
+            self.easy_sampler.set_position(epoch, start)
+            if hasattr(self.dataset, "epoch"):
+                self.dataset.epoch = -1 - epoch  # other random frames than the main epochs' draws
+            for batch in self.easy_loader:
+                yield batch
+                micro += 1
+                if micro == end:
+                    return
             epoch, start = epoch + 1, 0
 
     def _to_device(self, batch: dict) -> dict:

@@ -27,7 +27,8 @@ def dataset_dir(tmp_path_factory):
     return root
 
 
-def make_trainer(dataset_dir, out, max_steps, neighbour_groups=0, max_shift=0, manifest=None, group_key=""):
+def make_trainer(dataset_dir, out, max_steps, neighbour_groups=0, max_shift=0, manifest=None, group_key="",
+                 curriculum_steps=0):
     model = tiny_model()  # dropout and stochastic depth on: the RNG state must be restored too
     samples = read_jsonl_manifest(manifest or dataset_dir / "train.jsonl", root=dataset_dir)
     cache = FrameCache.build(samples, dataset_dir / "cache.npy", frames=8, size=32, workers=1)
@@ -35,21 +36,24 @@ def make_trainer(dataset_dir, out, max_steps, neighbour_groups=0, max_shift=0, m
                                max_shift=max_shift)
     masker = SemanticTextMasker(model.tokenizer, max_length=16, seed=3)
     cfg = TrainConfig(out=str(out), batch_size=4, max_steps=max_steps, warmup_steps=2, lr=1e-3, workers=0,
-                      save_every=3, log_every=1, seed=3, neighbour_groups=neighbour_groups, group_key=group_key)
+                      save_every=3, log_every=1, seed=3, neighbour_groups=neighbour_groups, group_key=group_key,
+                      curriculum_steps=curriculum_steps, curriculum_fraction=0.5)
     return Trainer(model, CloverObjective(objective_config("clover", matching_pairs=4)), dataset,
                    TextCollator(model.tokenizer, 16, masker), cfg)
 
 
-@pytest.mark.parametrize(("neighbour_groups", "max_shift"), [(0, 0), (2, 0), (0, 3)],
-                         ids=["random-batches", "neighbour-batches", "shifted-clips"])
-def test_resume_continues_with_the_identical_loss_sequence(dataset_dir, tmp_path, neighbour_groups, max_shift):
+@pytest.mark.parametrize(("neighbour_groups", "max_shift", "curriculum_steps"),
+                         [(0, 0, 0), (2, 0, 0), (0, 3, 0), (0, 0, 5)],
+                         ids=["random-batches", "neighbour-batches", "shifted-clips", "inside-a-curriculum"])
+def test_resume_continues_with_the_identical_loss_sequence(dataset_dir, tmp_path, neighbour_groups, max_shift,
+                                                           curriculum_steps):
     full = make_trainer(dataset_dir, tmp_path / "full", max_steps=7, neighbour_groups=neighbour_groups,
-                        max_shift=max_shift).train(progress=False)
+                        max_shift=max_shift, curriculum_steps=curriculum_steps).train(progress=False)
     assert (tmp_path / "full" / "checkpoint-0000003" / "trainer_state.pt").is_file()
     assert (tmp_path / "full" / "final" / "model.safetensors").is_file()
 
     resumed_trainer = make_trainer(dataset_dir, tmp_path / "resumed", max_steps=7, neighbour_groups=neighbour_groups,
-                                   max_shift=max_shift)
+                                   max_shift=max_shift, curriculum_steps=curriculum_steps)
     resumed_trainer.resume(tmp_path / "full" / "checkpoint-0000003")
     assert resumed_trainer.step == 3
     resumed = resumed_trainer.train(progress=False)
