@@ -9,6 +9,7 @@ accumulation, AMP on CUDA (bf16, or fp16 with a grad scaler), optional gradient 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -349,32 +350,23 @@ class Trainer:
         micro = self.step * self.cfg.accumulation
         easy_micro = self.cfg.curriculum_steps * self.cfg.accumulation
         if micro < easy_micro:
-            yield from self._curriculum_batches(micro, easy_micro)
+            # Negative dataset epochs: other random frames than the main epochs' draws.
+            curriculum = self._epochs(self.easy_sampler, self.easy_loader, micro, lambda epoch: -1 - epoch)
+            yield from itertools.islice(curriculum, easy_micro - micro)
             micro = easy_micro
         if getattr(self.sampler, "neighbours", False) is None:
             self._find_neighbours()
-        per_epoch = self.sampler.batches_per_epoch
-        epoch, start = divmod(micro - easy_micro, per_epoch)
-        while True:
-            self.sampler.set_position(epoch, start)
-            if hasattr(self.dataset, "epoch"):
-                self.dataset.epoch = epoch
-            yield from self.loader
-            epoch, start = epoch + 1, 0
+        yield from self._epochs(self.sampler, self.loader, micro - easy_micro, lambda epoch: epoch)
 
-    def _curriculum_batches(self, micro: int, end: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Micro-batches `micro` to `end` of the curriculum, epochs over the simple samples."""
-        per_epoch = self.easy_sampler.batches_per_epoch
-        epoch, start = divmod(micro, per_epoch)
-        while micro < end:
-            self.easy_sampler.set_position(epoch, start)
+    def _epochs(self, sampler: Sampler[int], loader: DataLoader, micro: int,
+                dataset_epoch: Callable[[int], int]) -> Iterator[dict[str, torch.Tensor]]:
+        """`loader`'s batches from micro-batch `micro` on, epoch after epoch of `sampler`."""
+        epoch, start = divmod(micro, sampler.batches_per_epoch)
+        while True:
+            sampler.set_position(epoch, start)
             if hasattr(self.dataset, "epoch"):
-                self.dataset.epoch = -1 - epoch  # other random frames than the main epochs' draws
-            for batch in self.easy_loader:
-                yield batch
-                micro += 1
-                if micro == end:
-                    return
+                self.dataset.epoch = dataset_epoch(epoch)
+            yield from loader
             epoch, start = epoch + 1, 0
 
     def _to_device(self, batch: dict) -> dict:
