@@ -104,6 +104,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--retrieval-weight", type=float, default=0.0,
                         help="QA end to end with --per-clip: also InfoNCE between each clip and one of its captions, "
                              "at this weight, so the video tower stays matched to the text space of search")
+    parser.add_argument("--retrieval-from-step", type=int, default=0,
+                        help="with --retrieval-weight: the InfoNCE term starts at this optimizer step, after the "
+                             "tower has learned from the questions alone (one run instead of two)")
     parser.add_argument("--qa-focal-gamma", type=float, default=0.0,
                         help="open QA: focal loss -(1-p)^gamma log p instead of cross-entropy (0), so answered "
                              "question types stop outweighing the ones still at chance")
@@ -201,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         dataset, collate, notes = build_qa(args, model, freeze, cfg, out)
         if args.retrieval_weight and (freeze or not args.per_clip):
             raise SystemExit("clover finetune: --retrieval-weight needs --no-freeze-video and --per-clip")
-        loss_fn = QAObjective(args.retrieval_weight, args.tau, args.qa_focal_gamma)
+        loss_fn = QAObjective(args.retrieval_weight, args.tau, args.qa_focal_gamma, args.retrieval_from_step)
         notes.update(frozen_text=args.freeze_text, retrieval_weight=args.retrieval_weight,
+                     retrieval_from_step=args.retrieval_from_step,
                      qa_focal_gamma=args.qa_focal_gamma)
     log.info("%s fine-tuning: %d training items %s", args.task, len(dataset), notes)
     run_config = {"task": args.task, "init": args.init, "data": str(args.data), "split": args.split,

@@ -217,17 +217,28 @@ class QAObjective(nn.Module):
 
     `open_gamma` > 0 makes the open-ended term focal, -(1 - p)^γ log p: question types already answered stop
     drowning out, in a shared batch, the gradient of the one still at chance (the MLM's focal loss, METHOD).
+
+    `retrieval_from_step` holds the InfoNCE term back until that optimizer step (the Trainer calls `set_step`):
+    its gradient into the video tower keeps a young tower from learning shape from the questions, so one run
+    learns from the questions first and then brings the tower back to the text space.
     """
 
-    def __init__(self, retrieval_weight: float = 0.0, tau: float = RETRIEVAL_TAU, open_gamma: float = 0.0):
+    def __init__(self, retrieval_weight: float = 0.0, tau: float = RETRIEVAL_TAU, open_gamma: float = 0.0,
+                 retrieval_from_step: int = 0):
         super().__init__()
         self.retrieval_weight, self.tau, self.open_gamma = retrieval_weight, tau, open_gamma
+        self.retrieval_from_step, self.step = retrieval_from_step, 0
+
+    def set_step(self, step: int) -> None:
+        """The optimizer step about to run (0-based), for terms that start later in the schedule."""
+        self.step = step
 
     def forward(self, model: Clover, batch: dict, generator: torch.Generator | None = None):
         anchor = None
         if "frames" in batch:  # end to end: the video encoder trains too
             video_e, tokens = model.encode_video(batch["frames"], return_tokens=True)  # (B, K, C)
-            if self.retrieval_weight and "caption_ids" in batch:
+            anchored = self.retrieval_weight and self.step >= self.retrieval_from_step
+            if anchored and "caption_ids" in batch:
                 anchor = losses.info_nce(video_e, model.encode_text(batch["caption_ids"], batch["caption_mask"]),
                                          self.tau)
         else:

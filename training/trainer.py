@@ -384,6 +384,8 @@ class Trainer:
         seen_since_log, tick = 0, time.perf_counter()
         while self.step < cfg.max_steps:
             self.optimizer.zero_grad(set_to_none=True)
+            if hasattr(self.loss_fn, "set_step"):  # objectives whose terms switch on later in the schedule
+                self.loss_fn.set_step(self.step)
             terms_sum: dict[str, float] = {}
             for _ in range(cfg.accumulation):
                 batch = self._to_device(next(batches))

@@ -296,6 +296,22 @@ def test_end_to_end_qa_per_clip_with_retrieval_anchor_trains_the_video_tower(wor
     assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("text_encoder."))  # search's side
 
 
+def test_retrieval_anchor_starts_at_its_step(world, tmp_path):
+    from training.cli_finetune import main
+
+    out = tmp_path / "gated"
+    code = main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out", str(out),
+                 "--no-freeze-video", "--per-clip", "--retrieval-weight", "0.5", "--retrieval-from-step", "2",
+                 "--max-steps", "4", "--batch-size", "3", "--lr", "1e-3", "--warmup-steps", "0", "--log-every", "1",
+                 "--workers", "0", "--no-cache", "--quiet"])
+    assert code == 0
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert ["info_nce" in h for h in history] == [False, False, True, True]  # steps 1-2 questions only
+    assert history[0]["loss"] == pytest.approx(history[0]["open_qa"], rel=1e-5)
+    assert history[3]["loss"] == pytest.approx(history[3]["open_qa"] + 0.5 * history[3]["info_nce"], rel=1e-4)
+    assert json.loads((out / "run_config.json").read_text())["retrieval_from_step"] == 2
+
+
 def test_retrieval_anchor_needs_end_to_end_clip_batches(world, tmp_path):
     from training.cli_finetune import main
 
