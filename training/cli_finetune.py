@@ -49,6 +49,7 @@ from .finetune import (
     caption_items,
     freeze_text,
     freeze_video,
+    group_by_clip,
     mine_hard_negatives,
     question_items,
 )
@@ -110,6 +111,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--qa-focal-gamma", type=float, default=0.0,
                         help="open QA: focal loss -(1-p)^gamma log p instead of cross-entropy (0), so answered "
                              "question types stop outweighing the ones still at chance")
+    parser.add_argument("--qa-weight", type=float, default=0.0,
+                        help="rerank: also the open-ended QA loss of each caption's own video at this weight (a "
+                             "checkpoint with an answer head), so the shared fusion encoder keeps answering")
     parser.add_argument("--eval-split", help="evaluate the final model on this split (RUN/final/eval_SPLIT.json)")
     add_train_args(parser)
     return parser.parse_args(argv)
@@ -160,8 +164,17 @@ def build_rerank(args: argparse.Namespace, model: Clover, cfg):
         raise SystemExit(f"clover finetune: no captions in the {args.split} split")
     mine_hard_negatives(model, tokens, items, pool=2 * (args.rerank_group - 1))
     items = [item for item in items if len(item["negatives"]) >= args.rerank_group - 1]
-    notes = {"num_pairs": len(items), "group": args.rerank_group, "frozen_video": True}
-    return (RerankDataset(items, args.rerank_group, seed=cfg.seed),
+    notes = {"num_pairs": len(items), "group": args.rerank_group, "frozen_video": True, "qa_weight": args.qa_weight}
+    questions = None
+    if args.qa_weight:
+        if model.qa_head is None:
+            raise SystemExit("clover finetune: --qa-weight needs a checkpoint with an open-ended QA head "
+                             "(--task open-qa or qa)")
+        # Open-ended questions only: one fused pass each, where a multiple-choice question costs one per candidate.
+        asked = question_items(samples, rows, model.answer_vocab, open_questions=True, choice_questions=False)
+        questions = {group[0]["row"]: group for group in group_by_clip(asked)}
+        notes["num_questions"] = len(asked)
+    return (RerankDataset(items, args.rerank_group, seed=cfg.seed, questions=questions),
             RerankCollator(tokens, model.tokenizer, model.config.text.max_length), notes)
 
 
@@ -199,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         notes["frozen_text"] = args.freeze_text
     elif args.task == "rerank":
         dataset, collate, notes = build_rerank(args, model, cfg)
-        loss_fn = RerankObjective()
+        loss_fn = RerankObjective(args.qa_weight, args.qa_focal_gamma)
     else:
         dataset, collate, notes = build_qa(args, model, freeze, cfg, out)
         if args.retrieval_weight and (freeze or not args.per_clip):

@@ -308,12 +308,14 @@ def mine_hard_negatives(model: Clover, video_tokens: torch.Tensor, items: list[d
 
 class RerankDataset(Dataset):
     """Caption items with their mined negatives; each epoch draws `group - 1` of them per caption (seeded), so
-    item i is (caption, [own video row, negative rows...])."""
+    item i is (caption, [own video row, negative rows...]). With `questions` ({token row: question items}),
+    item i also carries the questions of its own video, so one step can keep the QA heads trained."""
 
-    def __init__(self, items: list[dict[str, Any]], group: int, seed: int = 0):
+    def __init__(self, items: list[dict[str, Any]], group: int, seed: int = 0,
+                 questions: dict[int, list[dict[str, Any]]] | None = None):
         if group < 2:
             raise ValueError("a re-ranking group needs the true video and at least one negative")
-        self.items, self.group, self.seed = items, group, seed
+        self.items, self.group, self.seed, self.questions = items, group, seed, questions
         self.epoch = 0  # set by the Trainer
 
     def __len__(self) -> int:
@@ -323,7 +325,10 @@ class RerankDataset(Dataset):
         item = self.items[i]
         rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF)
         negatives = rng.sample(item["negatives"], min(self.group - 1, len(item["negatives"])))
-        return {"caption": item["caption"], "rows": [item["row"], *negatives]}
+        pair = {"caption": item["caption"], "rows": [item["row"], *negatives]}
+        if self.questions is not None:
+            pair["questions"] = self.questions.get(item["row"], [])
+        return pair
 
 
 class RerankCollator:
@@ -332,13 +337,18 @@ class RerankCollator:
 
     def __init__(self, video_tokens: torch.Tensor, tokenizer: Any, max_length: int):
         self.video_tokens, self.tokenizer, self.max_length = video_tokens, tokenizer, max_length
+        self.questions = QACollator(video_tokens, tokenizer, max_length)
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         tokens = self.tokenizer([item["caption"] for item in items], padding=True, truncation=True,
                                 max_length=self.max_length, return_tensors="pt")
         rows = torch.tensor([item["rows"] for item in items])  # (B, G)
-        return {"video_tokens": self.video_tokens[rows], "input_ids": tokens["input_ids"],
-                "attention_mask": tokens["attention_mask"]}
+        batch = {"video_tokens": self.video_tokens[rows], "input_ids": tokens["input_ids"],
+                 "attention_mask": tokens["attention_mask"]}
+        units = [{"row": item["rows"][0], "members": item["questions"]} for item in items if item.get("questions")]
+        if units:  # the own videos' questions, as a clip-grouped QA batch ("qa")
+            batch["qa"] = self.questions(units)
+        return batch
 
 
 class RerankObjective(nn.Module):
@@ -350,7 +360,15 @@ class RerankObjective(nn.Module):
       order gets wrong;
     - pointwise: every fused pair is classified match / no match (ALBEF's matching loss), so the head's
       log-odds stay a matching score.
+
+    `qa_weight` > 0 adds the QA loss of the batch's "qa" questions (their own videos'), at that weight: the
+    fusion encoder is shared with the QA heads, and re-ranking alone would train their answers away.
     """
+
+    def __init__(self, qa_weight: float = 0.0, qa_focal_gamma: float = 0.0):
+        super().__init__()
+        self.qa_weight = qa_weight
+        self.qa = QAObjective(open_gamma=qa_focal_gamma)
 
     def forward(self, model: Clover, batch: dict, generator: torch.Generator | None = None):
         tokens, mask = batch["video_tokens"].float(), batch["attention_mask"]  # (B, G, K, C), (B, L)
@@ -368,4 +386,9 @@ class RerankObjective(nn.Module):
         labels = torch.zeros(batch_size, group, dtype=torch.long, device=tokens.device)
         labels[:, 0] = 1
         pointwise = F.cross_entropy(logits, labels.flatten())
-        return listwise + pointwise, {"listwise": listwise.detach(), "matching": pointwise.detach()}
+        loss, terms = listwise + pointwise, {"listwise": listwise.detach(), "matching": pointwise.detach()}
+        if self.qa_weight and "qa" in batch:
+            qa_loss, qa_terms = self.qa(model, batch["qa"])
+            loss = loss + self.qa_weight * qa_loss
+            terms.update(qa_terms)
+        return loss, terms

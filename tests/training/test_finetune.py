@@ -236,6 +236,32 @@ def test_rerank_objective_equals_a_loop_over_each_captions_group():
     torch.testing.assert_close(loss.detach(), expected_listwise + expected_matching, atol=1e-4, rtol=1e-4)
 
 
+def test_rerank_with_questions_adds_the_weighted_qa_loss_of_the_own_videos():
+    torch.manual_seed(0)
+    model = tiny_model()
+    model.set_answer_vocab(["red", "blue", "green"])
+    model.eval()  # after the new head: no dropout anywhere
+    tokens = torch.randn(5, *model.video_token_shape)
+    questions = {0: [{"row": 0, "question": "what color is it?", "label": 0, "candidates": None},
+                     {"row": 0, "question": "what color is the circle?", "label": 0, "candidates": None}],
+                 2: [{"row": 2, "question": "what color is it?", "label": 2, "candidates": None}]}
+    items = [{"row": 0, "caption": "a red circle", "negatives": [3, 4]},
+             {"row": 1, "caption": "a blue square", "negatives": [0, 2]},  # a video without questions
+             {"row": 2, "caption": "a green cross", "negatives": [4, 1]}]
+    dataset = RerankDataset(items, group=3, questions=questions)
+    assert dataset[1]["questions"] == [] and dataset[0]["questions"] == questions[0]
+    collate = RerankCollator(tokens, model.tokenizer, 16)
+    batch = collate([dataset[i] for i in range(3)])
+    assert batch["qa"]["video_index"].tolist() == [0, 0, 1]  # the two videos with questions, rows 0 and 2
+    assert torch.equal(batch["qa"]["video_tokens"], tokens[[0, 2]])
+    rerank_only, _ = RerankObjective()(model, batch)
+    qa_loss, _ = QAObjective()(model, batch["qa"])
+    loss, terms = RerankObjective(qa_weight=0.5)(model, batch)
+    assert loss.item() == pytest.approx(rerank_only.item() + 0.5 * qa_loss.item(), rel=1e-5)
+    assert {"listwise", "matching", "open_qa"} <= set(terms)
+    assert "qa" not in collate([dataset[1]])  # no questions in the batch: re-ranking alone
+
+
 def test_clip_grouped_batches_encode_each_clip_once_and_give_the_same_loss(world):
     model = Clover.from_pretrained(world.checkpoint)
     model.set_answer_vocab(["red", "blue", "green"])
@@ -310,6 +336,27 @@ def test_retrieval_anchor_starts_at_its_step(world, tmp_path):
     assert history[0]["loss"] == pytest.approx(history[0]["open_qa"], rel=1e-5)
     assert history[3]["loss"] == pytest.approx(history[3]["open_qa"] + 0.5 * history[3]["info_nce"], rel=1e-4)
     assert json.loads((out / "run_config.json").read_text())["retrieval_from_step"] == 2
+
+
+def test_rerank_fine_tune_keeps_training_the_qa_head_with_qa_weight(world, tmp_path):
+    from training.cli_finetune import main
+
+    qa_run = tmp_path / "qa"
+    assert main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out",
+                 str(qa_run), "--max-steps", "1", "--batch-size", "4", "--warmup-steps", "0", "--quiet"]) == 0
+    out = tmp_path / "rerank-qa"
+    assert main(["--task", "rerank", "--init", str(qa_run / "final"), "--data", str(world.root), "--out", str(out),
+                 "--rerank-group", "3", "--qa-weight", "1", "--max-steps", "2", "--batch-size", "4",
+                 "--warmup-steps", "0", "--log-every", "1", "--quiet"]) == 0
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all({"listwise", "matching", "open_qa"} <= set(h) for h in history)
+    before = load_file(str(qa_run / "final" / "model.safetensors"))
+    after = load_file(str(out / "final" / "model.safetensors"))
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("qa_head."))
+    assert json.loads((out / "run_config.json").read_text())["qa_weight"] == 1
+    with pytest.raises(SystemExit, match="--qa-weight needs"):
+        main(["--task", "rerank", "--init", str(world.checkpoint), "--data", str(world.root),
+              "--out", str(tmp_path / "bad"), "--qa-weight", "1", "--max-steps", "1", "--quiet"])
 
 
 def test_retrieval_anchor_needs_end_to_end_clip_batches(world, tmp_path):
