@@ -9,8 +9,10 @@ Tasks: `retrieval` (the two uni-modal encoders, symmetric InfoNCE); `open-qa` (a
 the training split's most frequent open-ended answers, saved as qa_answers.json); `mc-qa` (the choice head over
 each question's candidates); `qa` (both, one checkpoint that answers either kind); `rerank` (each caption against
 its video and hard negatives mined by the dual encoder, on cached video tokens, listwise + matching loss: the
-fusion encoder and head behind `rerank=true`). QA freezes the video encoder
-and trains from video tokens cached once (`--no-freeze-video` trains end to end, much slower on a CPU).
+fusion encoder and head behind `rerank=true`; `--qa-weight` keeps a QA checkpoint's open-ended answers trained
+beside it, since the fusion encoder is shared). QA freezes the video encoder
+and trains from video tokens cached once (`--no-freeze-video` trains end to end, much slower on a CPU; with
+`--per-clip`, `--retrieval-weight` keeps the tower matched to search's text space, from `--retrieval-from-step` on).
 
 Per-task defaults (flags and `--config`'s "train" section override them): retrieval lr 1.2e-5 and weight decay
 0.01 (paper); QA lr 2e-4, weight decay 0.01, new heads at `--head-lr-mult` x lr, no DataLoader workers (the
