@@ -370,7 +370,13 @@ class Trainer:
             epoch, start = epoch + 1, 0
 
     def _to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        """Every tensor of the batch on the training device, nested batches (a re-ranking step's "qa") too."""
+        def move(value):
+            if torch.is_tensor(value):
+                return value.to(self.device, non_blocking=True)
+            return self._to_device(value) if isinstance(value, dict) else value
+
+        return {k: move(v) for k, v in batch.items()}
 
     def train(self, progress: bool = True) -> list[dict]:
         cfg = self.cfg
