@@ -96,7 +96,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "before fine-tuning; a new input layer that learns at --head-lr-mult x lr")
     parser.add_argument("--rerank-group", type=int, default=8,
                         help="rerank: each caption's true video plus negatives drawn from its 2x(group-1) nearest "
-                             "videos in the training set, this many per caption")
+                             "videos in the training set, this many per caption (with --rerank-weight: the closest "
+                             "clips of the batch)")
     parser.add_argument("--head-lr-mult", type=float, default=10.0, help="lr factor of the new QA heads")
     parser.add_argument("--token-batch-size", type=int, default=32, help="clips per forward when caching tokens")
     parser.add_argument("--qa-video-skip", action="store_true",
@@ -110,6 +111,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--retrieval-from-step", type=int, default=0,
                         help="with --retrieval-weight: the InfoNCE term starts at this optimizer step, after the "
                              "tower has learned from the questions alone (one run instead of two)")
+    parser.add_argument("--rerank-weight", type=float, default=0.0,
+                        help="QA end to end with --per-clip: also train the re-ranker in the same run, from "
+                             "--retrieval-from-step on, each caption against its clip and the --rerank-group - 1 "
+                             "closest clips of the batch (listwise + matching loss, at this weight)")
     parser.add_argument("--qa-focal-gamma", type=float, default=0.0,
                         help="open QA: focal loss -(1-p)^gamma log p instead of cross-entropy (0), so answered "
                              "question types stop outweighing the ones still at chance")
@@ -217,11 +222,13 @@ def main(argv: list[str] | None = None) -> int:
         loss_fn = RerankObjective(args.qa_weight, args.qa_focal_gamma)
     else:
         dataset, collate, notes = build_qa(args, model, freeze, cfg, out)
-        if args.retrieval_weight and (freeze or not args.per_clip):
-            raise SystemExit("clover finetune: --retrieval-weight needs --no-freeze-video and --per-clip")
-        loss_fn = QAObjective(args.retrieval_weight, args.tau, args.qa_focal_gamma, args.retrieval_from_step)
+        if (args.retrieval_weight or args.rerank_weight) and (freeze or not args.per_clip):
+            raise SystemExit("clover finetune: --retrieval-weight and --rerank-weight need --no-freeze-video and "
+                             "--per-clip")
+        loss_fn = QAObjective(args.retrieval_weight, args.tau, args.qa_focal_gamma, args.retrieval_from_step,
+                              args.rerank_weight, args.rerank_group)
         notes.update(frozen_text=args.freeze_text, retrieval_weight=args.retrieval_weight,
-                     retrieval_from_step=args.retrieval_from_step,
+                     retrieval_from_step=args.retrieval_from_step, rerank_weight=args.rerank_weight,
                      qa_focal_gamma=args.qa_focal_gamma)
     log.info("%s fine-tuning: %d training items %s", args.task, len(dataset), notes)
     run_config = {"task": args.task, "init": args.init, "data": str(args.data), "split": args.split,

@@ -221,26 +221,38 @@ class QAObjective(nn.Module):
     `retrieval_from_step` holds the InfoNCE term back until that optimizer step (the Trainer calls `set_step`):
     its gradient into the video tower keeps a young tower from learning shape from the questions, so one run
     learns from the questions first and then brings the tower back to the text space.
+
+    `rerank_weight` > 0 trains the re-ranker in the same run, from the same step as the anchor: each caption is
+    fused with its own clip and the `rerank_group - 1` clips of the batch its embedding is closest to, with
+    the re-ranking fine-tune's listwise + matching losses (`rerank_losses`), so no separate re-ranking stage
+    on cached tokens is needed.
     """
 
     def __init__(self, retrieval_weight: float = 0.0, tau: float = RETRIEVAL_TAU, open_gamma: float = 0.0,
-                 retrieval_from_step: int = 0):
+                 retrieval_from_step: int = 0, rerank_weight: float = 0.0, rerank_group: int = 4):
         super().__init__()
         self.retrieval_weight, self.tau, self.open_gamma = retrieval_weight, tau, open_gamma
         self.retrieval_from_step, self.step = retrieval_from_step, 0
+        self.rerank_weight, self.rerank_group = rerank_weight, rerank_group
 
     def set_step(self, step: int) -> None:
         """The optimizer step about to run (0-based), for terms that start later in the schedule."""
         self.step = step
 
     def forward(self, model: Clover, batch: dict, generator: torch.Generator | None = None):
-        anchor = None
+        anchor = rerank = None
         if "frames" in batch:  # end to end: the video encoder trains too
             video_e, tokens = model.encode_video(batch["frames"], return_tokens=True)  # (B, K, C)
-            anchored = self.retrieval_weight and self.step >= self.retrieval_from_step
+            anchored = (self.retrieval_weight or self.rerank_weight) and self.step >= self.retrieval_from_step
             if anchored and "caption_ids" in batch:
-                anchor = losses.info_nce(video_e, model.encode_text(batch["caption_ids"], batch["caption_mask"]),
-                                         self.tau)
+                text_e, hidden = model.encode_text(batch["caption_ids"], batch["caption_mask"], return_hidden=True)
+                if self.retrieval_weight:
+                    anchor = losses.info_nce(video_e, text_e, self.tau)
+                if self.rerank_weight:
+                    cosine = (text_e @ video_e.T).detach()  # (B captions, B clips)
+                    groups = in_batch_groups(cosine, batch["caption_ids"], self.rerank_group)
+                    rerank = rerank_losses(model, tokens[groups], hidden, batch["caption_mask"],
+                                           cosine.gather(1, groups))
         else:
             tokens = batch["video_tokens"]  # (B, K, C) cached fp16; the model casts them
         if "video_index" in batch:  # clip-grouped batch: one row per question
@@ -272,6 +284,9 @@ class QAObjective(nn.Module):
         if anchor is not None:
             loss = loss + self.retrieval_weight * anchor
             terms["info_nce"] = anchor.detach()
+        if rerank is not None:
+            loss = loss + self.rerank_weight * (rerank[0] + rerank[1])
+            terms["listwise"], terms["matching"] = rerank[0].detach(), rerank[1].detach()
         return loss, terms
 
 
@@ -373,22 +388,44 @@ class RerankObjective(nn.Module):
     def forward(self, model: Clover, batch: dict, generator: torch.Generator | None = None):
         tokens, mask = batch["video_tokens"].float(), batch["attention_mask"]  # (B, G, K, C), (B, L)
         batch_size, group = tokens.shape[:2]
-        flat = tokens.flatten(0, 1)  # (B*G, K, C)
         with torch.no_grad():  # the dual encoder's cosine, as at search time
-            video_e = F.normalize(model.video_proj(flat), dim=-1).view(batch_size, group, -1)
+            video_e = F.normalize(model.video_proj(tokens.flatten(0, 1)), dim=-1).view(batch_size, group, -1)
         text_e, hidden = model.encode_text(batch["input_ids"], mask, return_hidden=True)
         cosine = torch.einsum("bd,bgd->bg", text_e.detach(), video_e)  # (B, G)
-        fused = model.fuse(flat, hidden.repeat_interleave(group, dim=0), mask.repeat_interleave(group, dim=0))[1]
-        logits = model.match_logits(fused).float()  # (B*G, 2)
-        log_odds = (logits[:, 1] - logits[:, 0]).view(batch_size, group)
-        target = torch.zeros(batch_size, dtype=torch.long, device=tokens.device)  # the true video is column 0
-        listwise = F.cross_entropy(model.rerank_scores(log_odds, cosine), target)
-        labels = torch.zeros(batch_size, group, dtype=torch.long, device=tokens.device)
-        labels[:, 0] = 1
-        pointwise = F.cross_entropy(logits, labels.flatten())
+        listwise, pointwise = rerank_losses(model, tokens, hidden, mask, cosine)
         loss, terms = listwise + pointwise, {"listwise": listwise.detach(), "matching": pointwise.detach()}
         if self.qa_weight and "qa" in batch:
             qa_loss, qa_terms = self.qa(model, batch["qa"])
             loss = loss + self.qa_weight * qa_loss
             terms.update(qa_terms)
         return loss, terms
+
+
+def rerank_losses(model: Clover, tokens: torch.Tensor, text_hidden: torch.Tensor, mask: torch.Tensor,
+                  cosine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(listwise, pointwise) re-ranking losses of B captions, each fused with a group of G videos whose column 0
+    is its own: tokens (B, G, K, C), the captions' text states (B, L, H) and mask (B, L), the dual cosines (B, G)."""
+    batch_size, group = tokens.shape[:2]
+    fused = model.fuse(tokens.flatten(0, 1), text_hidden.repeat_interleave(group, dim=0),
+                       mask.repeat_interleave(group, dim=0))[1]
+    logits = model.match_logits(fused).float()  # (B*G, 2)
+    log_odds = (logits[:, 1] - logits[:, 0]).view(batch_size, group)
+    target = torch.zeros(batch_size, dtype=torch.long, device=tokens.device)  # the true video is column 0
+    listwise = F.cross_entropy(model.rerank_scores(log_odds, cosine), target)
+    labels = torch.zeros(batch_size, group, dtype=torch.long, device=tokens.device)
+    labels[:, 0] = 1
+    return listwise, F.cross_entropy(logits, labels.flatten())
+
+
+@torch.no_grad()
+def in_batch_groups(cosine: torch.Tensor, caption_ids: torch.Tensor, group: int) -> torch.Tensor:
+    """Re-ranking groups from one batch: cosine (B, B) caption-by-clip -> (B, G) clip indices, column 0 each
+    caption's own clip, then the G - 1 other clips it is closest to (what a top-k list puts beside the true
+    clip). Clips whose caption is the caption's own (same token ids) are never its negatives."""
+    batch_size = cosine.shape[0]
+    group = min(group, batch_size)
+    same = (caption_ids[:, None, :] == caption_ids[None, :, :]).all(dim=-1)  # (B, B), diagonal included
+    scores = cosine.float().masked_fill(same, float("-inf"))
+    negatives = scores.topk(group - 1, dim=1).indices  # short of others, a row falls back on same-caption clips
+    own = torch.arange(batch_size, device=cosine.device)[:, None]
+    return torch.cat([own, negatives], dim=1)

@@ -23,6 +23,7 @@ from training.finetune import (
     build_answer_vocab,
     cache_video_tokens,
     freeze_video,
+    in_batch_groups,
     mine_hard_negatives,
     question_items,
 )
@@ -338,6 +339,38 @@ def test_retrieval_anchor_starts_at_its_step(world, tmp_path):
     assert json.loads((out / "run_config.json").read_text())["retrieval_from_step"] == 2
 
 
+def test_in_batch_groups_put_the_own_clip_first_then_the_closest_others():
+    cosine = torch.tensor([[0.9, 0.5, 0.8, 0.1],
+                           [0.2, 0.7, 0.3, 0.6],
+                           [0.8, 0.1, 0.4, 0.9],
+                           [0.3, 0.2, 0.1, 0.5]])
+    caption_ids = torch.tensor([[1, 5, 6], [1, 7, 0], [1, 5, 6], [1, 8, 0]])  # captions 0 and 2 are the same
+    groups = in_batch_groups(cosine, caption_ids, group=3)
+    # caption 0: clip 2 is as good as its own (same caption), so never a negative; then 1 (0.5), 3 (0.1)
+    assert groups.tolist() == [[0, 1, 3], [1, 3, 2], [2, 3, 1], [3, 0, 1]]
+    assert in_batch_groups(cosine, caption_ids, group=8).shape == (4, 4)  # never more than the batch
+
+
+def test_end_to_end_qa_trains_the_re_ranker_from_the_anchor_step(world, tmp_path):
+    from training.cli_finetune import main
+
+    out = tmp_path / "rerank-in-qa"
+    code = main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out", str(out),
+                 "--no-freeze-video", "--per-clip", "--rerank-weight", "0.5", "--rerank-group", "3",
+                 "--retrieval-from-step", "1", "--max-steps", "3", "--batch-size", "3", "--lr", "1e-3",
+                 "--warmup-steps", "0", "--log-every", "1", "--workers", "0", "--no-cache", "--quiet"])
+    assert code == 0
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert ["listwise" in h for h in history] == [False, True, True]
+    assert all("info_nce" not in h for h in history)  # no --retrieval-weight: re-ranking alone
+    for h in history[1:]:
+        assert h["loss"] == pytest.approx(h["open_qa"] + 0.5 * (h["listwise"] + h["matching"]), rel=1e-4)
+    assert json.loads((out / "run_config.json").read_text())["rerank_weight"] == 0.5
+    before = load_file(str(world.checkpoint / "model.safetensors"))
+    after = load_file(str(out / "final" / "model.safetensors"))
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("match_head."))
+
+
 def test_rerank_fine_tune_keeps_training_the_qa_head_with_qa_weight(world, tmp_path):
     from training.cli_finetune import main
 
@@ -362,7 +395,7 @@ def test_rerank_fine_tune_keeps_training_the_qa_head_with_qa_weight(world, tmp_p
 def test_retrieval_anchor_needs_end_to_end_clip_batches(world, tmp_path):
     from training.cli_finetune import main
 
-    with pytest.raises(SystemExit, match="--retrieval-weight needs"):
+    with pytest.raises(SystemExit, match="--retrieval-weight and --rerank-weight need"):
         main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root),
               "--out", str(tmp_path / "bad"), "--retrieval-weight", "1", "--max-steps", "1", "--quiet"])
 
