@@ -1,0 +1,122 @@
+"""Where the time of one end-to-end QA step goes: the video tower, the fused questions, the caption terms.
+
+    python bench/qa_step_cost.py --checkpoint runs/qa/final --data data/sw6k --clips 32 --repeats 5
+
+One batch of training clips (decoded once) with every open question of each, as `clover finetune --per-clip`
+builds it. Each part runs forward + backward on its own, `--repeats` times, and the median is printed:
+- video: the tower over the clips (loss: the sum of the clip embeddings and tokens, so every output gets a
+  gradient);
+- questions: the fusion encoder and answer head over every question, on detached tokens that take a gradient
+  (the question text through the frozen text tower, as in the fine-tune);
+- anchor: the captions through the frozen text tower and InfoNCE against the clips' detached embeddings;
+- re-rank: `rerank_losses` over in-batch groups of `--rerank-group` clips per caption;
+- step: `QAObjective` with every term, forward + backward, the sum of the above plus the glue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model import Clover  # noqa: E402
+from model.transforms import VideoTransform  # noqa: E402
+from training import losses  # noqa: E402
+from training.cli_eval import resolve_split  # noqa: E402
+from training.data import decode_clip  # noqa: E402
+from training.evaluate import normalise_answer  # noqa: E402
+from training.finetune import QAObjective, in_batch_groups, rerank_losses  # noqa: E402
+from training.formats import read_any  # noqa: E402
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: allocator and kernels
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="an open-QA checkpoint")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--clips", type=int, default=32)
+    parser.add_argument("--rerank-group", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = Clover.from_pretrained(args.checkpoint).train()
+    model.text_encoder.requires_grad_(False)  # as `clover finetune` leaves it for QA
+    model.text_proj.requires_grad_(False)
+    samples = read_any(resolve_split(args.data, args.split))[: args.clips]
+    transform = VideoTransform(model.config.image_size)
+    frames = torch.stack([transform(decode_clip(s, model.config.num_frames, short_side=model.config.image_size))
+                          for s in samples])
+    vocab = {answer: i for i, answer in enumerate(model.answer_vocab)}
+    asked = [(row, q) for row, s in enumerate(samples) for q in s.questions
+             if not q.get("candidates") and normalise_answer(q["answer"]) in vocab]
+    question_texts = model.tokenize([q["question"] for _, q in asked])
+    video_index = torch.tensor([row for row, _ in asked])
+    labels = torch.tensor([vocab[normalise_answer(q["answer"])] for _, q in asked])
+    captions = model.tokenize([s.captions[0] for s in samples])
+    with torch.no_grad():
+        video_e, tokens = model.encode_video(frames, return_tokens=True)
+
+    def video() -> None:
+        model.zero_grad(set_to_none=True)
+        embedding, out = model.encode_video(frames, return_tokens=True)
+        (embedding.sum() + out.sum()).backward()
+
+    def questions() -> None:
+        model.zero_grad(set_to_none=True)
+        live = tokens.clone().requires_grad_(True)
+        logits = model.open_qa_logits(live[video_index], question_texts)
+        F.cross_entropy(logits.float(), labels).backward()
+
+    def anchor() -> None:
+        model.zero_grad(set_to_none=True)
+        live = video_e.clone().requires_grad_(True)
+        text_e = model.encode_text(captions["input_ids"], captions["attention_mask"])
+        losses.info_nce(live, text_e, 0.05).backward()
+
+    def rerank() -> None:
+        model.zero_grad(set_to_none=True)
+        live = tokens.clone().requires_grad_(True)
+        text_e, hidden = model.encode_text(captions["input_ids"], captions["attention_mask"], return_hidden=True)
+        cosine = text_e @ video_e.T
+        groups = in_batch_groups(cosine, captions["input_ids"], args.rerank_group)
+        listwise, pointwise = rerank_losses(model, live[groups], hidden, captions["attention_mask"],
+                                            cosine.gather(1, groups))
+        (listwise + pointwise).backward()
+
+    batch = {"frames": frames, "video_index": video_index, "input_ids": question_texts["input_ids"],
+             "attention_mask": question_texts["attention_mask"], "open_labels": labels,
+             "choice_labels": torch.full_like(labels, -100), "questions": [q["question"] for _, q in asked],
+             "candidates": [None] * len(asked), "caption_ids": captions["input_ids"],
+             "caption_mask": captions["attention_mask"]}
+    objective = QAObjective(retrieval_weight=1.0, open_gamma=2.0, rerank_weight=1.0, rerank_group=args.rerank_group)
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        objective(model, batch)[0].backward()
+
+    print(f"{len(samples)} clips, {len(asked)} open questions, {torch.get_num_threads()} threads; "
+          f"checkpoint {args.checkpoint}")
+    for name, fn in (("video", video), ("questions", questions), ("anchor", anchor), ("re-rank", rerank),
+                     ("step", step)):
+        print(f"{name:>10} {median_seconds(fn, args.repeats):8.3f} s (forward + backward, median of {args.repeats})")
+
+
+if __name__ == "__main__":
+    main()
