@@ -115,6 +115,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="QA end to end with --per-clip: also train the re-ranker in the same run, from "
                              "--retrieval-from-step on, each caption against its clip and the --rerank-group - 1 "
                              "closest clips of the batch (listwise + matching loss, at this weight)")
+    parser.add_argument("--rerank-captions", type=int,
+                        help="with --rerank-weight: re-rank only this many captions of each batch (each against "
+                             "every clip of it); fused pairs are most of a step's cost")
+    parser.add_argument("--questions-per-clip", type=int,
+                        help="QA with --per-clip: fuse this many of a clip's questions per epoch, drawn afresh "
+                             "each epoch (the fused questions, not the video tower, are most of an end-to-end step)")
     parser.add_argument("--qa-focal-gamma", type=float, default=0.0,
                         help="open QA: focal loss -(1-p)^gamma log p instead of cross-entropy (0), so answered "
                              "question types stop outweighing the ones still at chance")
@@ -156,7 +162,11 @@ def build_qa(args: argparse.Namespace, model: Clover, freeze: bool, cfg, out: Pa
     notes = {"answer_vocab_size": len(vocab or []), "num_questions": len(items),
              "num_open": sum(item["candidates"] is None for item in items), "frozen_video": freeze,
              "per_clip": args.per_clip}
-    dataset = QuestionDataset(items, videos=videos, seed=cfg.seed, per_clip=args.per_clip)
+    if args.questions_per_clip is not None and not args.per_clip:
+        raise SystemExit("clover finetune: --questions-per-clip needs --per-clip")
+    notes["questions_per_clip"] = args.questions_per_clip
+    dataset = QuestionDataset(items, videos=videos, seed=cfg.seed, per_clip=args.per_clip,
+                              questions_per_clip=args.questions_per_clip)
     return dataset, QACollator(tokens, model.tokenizer, model.config.text.max_length), notes
 
 
@@ -226,9 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("clover finetune: --retrieval-weight and --rerank-weight need --no-freeze-video and "
                              "--per-clip")
         loss_fn = QAObjective(args.retrieval_weight, args.tau, args.qa_focal_gamma, args.retrieval_from_step,
-                              args.rerank_weight, args.rerank_group)
+                              args.rerank_weight, args.rerank_group, args.rerank_captions)
         notes.update(frozen_text=args.freeze_text, retrieval_weight=args.retrieval_weight,
                      retrieval_from_step=args.retrieval_from_step, rerank_weight=args.rerank_weight,
+                     rerank_captions=args.rerank_captions,
                      qa_focal_gamma=args.qa_focal_gamma)
     log.info("%s fine-tuning: %d training items %s", args.task, len(dataset), notes)
     run_config = {"task": args.task, "init": args.init, "data": str(args.data), "split": args.split,

@@ -129,11 +129,18 @@ class QuestionDataset(Dataset):
     `per_clip=True` makes each item one clip with all its questions ({"members": [...], "frames"}), so an
     end-to-end step encodes a clip once for its ~5 questions instead of once per question: the video tower is
     most of a step's cost, and the batch size then counts clips.
+
+    `questions_per_clip=K` (with `per_clip`) keeps K of a clip's questions per epoch, drawn afresh each epoch
+    (seeded): the fused questions, not the video tower, are most of an end-to-end step (bench/qa_step_cost.py).
     """
 
-    def __init__(self, items: list[dict[str, Any]], videos: Any = None, seed: int = 0, per_clip: bool = False):
+    def __init__(self, items: list[dict[str, Any]], videos: Any = None, seed: int = 0, per_clip: bool = False,
+                 questions_per_clip: int | None = None):
+        if questions_per_clip is not None and (not per_clip or questions_per_clip < 1):
+            raise ValueError("questions_per_clip needs per_clip and at least one question")
         self.items, self.videos, self.seed = items, videos, seed
         self.units = group_by_clip(items) if per_clip else None
+        self.questions_per_clip = questions_per_clip
         self.epoch = 0  # set by the Trainer
 
     def __len__(self) -> int:
@@ -148,6 +155,10 @@ class QuestionDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.items[i] if self.units is None else {"row": self.units[i][0]["row"], "members": self.units[i]}
+        if self.questions_per_clip is not None and len(item["members"]) > self.questions_per_clip:
+            draws = random.Random(hash((self.seed, self.epoch, i, 1)) & 0xFFFFFFFF)  # ints: the same in every process
+            kept = sorted(draws.sample(range(len(item["members"])), self.questions_per_clip))
+            item = {**item, "members": [item["members"][k] for k in kept]}
         if self.videos is None:
             return item
         rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF) if self.videos.train else None
@@ -229,11 +240,12 @@ class QAObjective(nn.Module):
     """
 
     def __init__(self, retrieval_weight: float = 0.0, tau: float = RETRIEVAL_TAU, open_gamma: float = 0.0,
-                 retrieval_from_step: int = 0, rerank_weight: float = 0.0, rerank_group: int = 4):
+                 retrieval_from_step: int = 0, rerank_weight: float = 0.0, rerank_group: int = 4,
+                 rerank_captions: int | None = None):
         super().__init__()
         self.retrieval_weight, self.tau, self.open_gamma = retrieval_weight, tau, open_gamma
         self.retrieval_from_step, self.step = retrieval_from_step, 0
-        self.rerank_weight, self.rerank_group = rerank_weight, rerank_group
+        self.rerank_weight, self.rerank_group, self.rerank_captions = rerank_weight, rerank_group, rerank_captions
 
     def set_step(self, step: int) -> None:
         """The optimizer step about to run (0-based), for terms that start later in the schedule."""
@@ -249,9 +261,10 @@ class QAObjective(nn.Module):
                 if self.retrieval_weight:
                     anchor = losses.info_nce(video_e, text_e, self.tau)
                 if self.rerank_weight:
-                    cosine = (text_e @ video_e.T).detach()  # (B captions, B clips)
+                    n = self.rerank_captions or len(text_e)  # the first n captions, against every clip
+                    cosine = (text_e[:n] @ video_e.T).detach()  # (n captions, B clips)
                     groups = in_batch_groups(cosine, batch["caption_ids"], self.rerank_group)
-                    rerank = rerank_losses(model, tokens[groups], hidden, batch["caption_mask"],
+                    rerank = rerank_losses(model, tokens[groups], hidden[:n], batch["caption_mask"][:n],
                                            cosine.gather(1, groups))
         else:
             tokens = batch["video_tokens"]  # (B, K, C) cached fp16; the model casts them
@@ -419,13 +432,14 @@ def rerank_losses(model: Clover, tokens: torch.Tensor, text_hidden: torch.Tensor
 
 @torch.no_grad()
 def in_batch_groups(cosine: torch.Tensor, caption_ids: torch.Tensor, group: int) -> torch.Tensor:
-    """Re-ranking groups from one batch: cosine (B, B) caption-by-clip -> (B, G) clip indices, column 0 each
-    caption's own clip, then the G - 1 other clips it is closest to (what a top-k list puts beside the true
-    clip). Clips whose caption is the caption's own (same token ids) are never its negatives."""
-    batch_size = cosine.shape[0]
+    """Re-ranking groups from one batch: cosine (n, B) of the first n captions by the B clips -> (n, G) clip
+    indices, column 0 each caption's own clip (caption i belongs to clip i), then the G - 1 other clips it is
+    closest to (what a top-k list puts beside the true clip). Clips whose caption is the caption's own (same
+    token ids, caption_ids (B, L)) are never its negatives."""
+    num_captions, batch_size = cosine.shape
     group = min(group, batch_size)
-    same = (caption_ids[:, None, :] == caption_ids[None, :, :]).all(dim=-1)  # (B, B), diagonal included
+    same = (caption_ids[:num_captions, None, :] == caption_ids[None, :, :]).all(dim=-1)  # (n, B), own included
     scores = cosine.float().masked_fill(same, float("-inf"))
     negatives = scores.topk(group - 1, dim=1).indices  # short of others, a row falls back on same-caption clips
-    own = torch.arange(batch_size, device=cosine.device)[:, None]
+    own = torch.arange(num_captions, device=cosine.device)[:, None]
     return torch.cat([own, negatives], dim=1)

@@ -349,6 +349,25 @@ def test_in_batch_groups_put_the_own_clip_first_then_the_closest_others():
     # caption 0: clip 2 is as good as its own (same caption), so never a negative; then 1 (0.5), 3 (0.1)
     assert groups.tolist() == [[0, 1, 3], [1, 3, 2], [2, 3, 1], [3, 0, 1]]
     assert in_batch_groups(cosine, caption_ids, group=8).shape == (4, 4)  # never more than the batch
+    assert in_batch_groups(cosine[:2], caption_ids, group=3).tolist() == [[0, 1, 3], [1, 3, 2]]  # a subset
+
+
+def test_questions_per_clip_keeps_a_fresh_subset_each_epoch():
+    items = [{"row": r, "question": f"q{r}-{k}", "label": 0, "candidates": None} for r in range(3) for k in range(5)]
+    items.append({"row": 3, "question": "q3-0", "label": 0, "candidates": None})  # a clip with one question
+    dataset = QuestionDataset(items, per_clip=True, questions_per_clip=2)
+    drawn = [dataset[i]["members"] for i in range(4)]
+    assert [len(m) for m in drawn] == [2, 2, 2, 1]
+    for unit, members in zip(dataset.units, drawn, strict=True):
+        assert all(m in unit for m in members) and members == sorted(members, key=unit.index)  # in question order
+    assert [dataset[i]["members"] for i in range(4)] == drawn  # seeded: the same within an epoch
+    epochs = set()
+    for epoch in range(6):
+        dataset.epoch = epoch
+        epochs.add(tuple(m["question"] for i in range(3) for m in dataset[i]["members"]))
+    assert len(epochs) > 1
+    with pytest.raises(ValueError, match="questions_per_clip needs per_clip"):
+        QuestionDataset(items, questions_per_clip=2)
 
 
 def test_end_to_end_qa_trains_the_re_ranker_from_the_anchor_step(world, tmp_path):
@@ -369,6 +388,15 @@ def test_end_to_end_qa_trains_the_re_ranker_from_the_anchor_step(world, tmp_path
     before = load_file(str(world.checkpoint / "model.safetensors"))
     after = load_file(str(out / "final" / "model.safetensors"))
     assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("match_head."))
+
+    subset = tmp_path / "subset"
+    assert main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out", str(subset),
+                 "--no-freeze-video", "--per-clip", "--rerank-weight", "1", "--rerank-group", "2",
+                 "--rerank-captions", "1", "--questions-per-clip", "1", "--max-steps", "1", "--batch-size", "3",
+                 "--warmup-steps", "0", "--log-every", "1", "--workers", "0", "--no-cache", "--quiet"]) == 0
+    run_config = json.loads((subset / "run_config.json").read_text())
+    assert run_config["rerank_captions"] == 1 and run_config["questions_per_clip"] == 1
+    assert "listwise" in json.loads((subset / "metrics.jsonl").read_text().splitlines()[0])
 
 
 def test_rerank_fine_tune_keeps_training_the_qa_head_with_qa_weight(world, tmp_path):
