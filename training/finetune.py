@@ -127,8 +127,8 @@ class QuestionDataset(Dataset):
     its video's frames (random frames per epoch in training mode), and `row` is then the sample index.
 
     `per_clip=True` makes each item one clip with all its questions ({"members": [...], "frames"}), so an
-    end-to-end step encodes a clip once for its ~5 questions instead of once per question: the video tower is
-    most of a step's cost, and the batch size then counts clips.
+    end-to-end step encodes a clip once for its ~5 questions instead of once per question, and the batch size
+    then counts clips.
 
     `questions_per_clip=K` (with `per_clip`) keeps K of a clip's questions per epoch, drawn afresh each epoch
     (seeded): the fused questions, not the video tower, are most of an end-to-end step (bench/qa_step_cost.py).
