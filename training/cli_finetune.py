@@ -121,6 +121,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--questions-per-clip", type=int,
                         help="QA with --per-clip: fuse this many of a clip's questions per epoch, drawn afresh "
                              "each epoch (the fused questions, not the video tower, are most of an end-to-end step)")
+    parser.add_argument("--answered-keep", type=float, default=1.0,
+                        help="open QA: fuse a question answered when last fused (p >= 0.9) with this probability, "
+                             "weighted by its inverse (1 = fuse every question every time)")
     parser.add_argument("--qa-focal-gamma", type=float, default=0.0,
                         help="open QA: focal loss -(1-p)^gamma log p instead of cross-entropy (0), so answered "
                              "question types stop outweighing the ones still at chance")
@@ -129,7 +132,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "checkpoint with an answer head), so the shared fusion encoder keeps answering")
     parser.add_argument("--eval-split", help="evaluate the final model on this split (RUN/final/eval_SPLIT.json)")
     add_train_args(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rerank_captions is not None and not args.rerank_weight:
+        parser.error("--rerank-captions needs --rerank-weight")
+    if args.retrieval_from_step and not (args.retrieval_weight or args.rerank_weight):
+        parser.error("--retrieval-from-step needs --retrieval-weight or --rerank-weight")
+    if not 0.0 < args.answered_keep <= 1.0:
+        parser.error("--answered-keep must be in (0, 1]")
+    return args
 
 
 def build_qa(args: argparse.Namespace, model: Clover, freeze: bool, cfg, out: Path):
@@ -236,10 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("clover finetune: --retrieval-weight and --rerank-weight need --no-freeze-video and "
                              "--per-clip")
         loss_fn = QAObjective(args.retrieval_weight, args.tau, args.qa_focal_gamma, args.retrieval_from_step,
-                              args.rerank_weight, args.rerank_group, args.rerank_captions)
+                              args.rerank_weight, args.rerank_group, args.rerank_captions,
+                              args.answered_keep, notes["num_questions"])
         notes.update(frozen_text=args.freeze_text, retrieval_weight=args.retrieval_weight,
                      retrieval_from_step=args.retrieval_from_step, rerank_weight=args.rerank_weight,
-                     rerank_captions=args.rerank_captions,
+                     rerank_captions=args.rerank_captions, answered_keep=args.answered_keep,
                      qa_focal_gamma=args.qa_focal_gamma)
     log.info("%s fine-tuning: %d training items %s", args.task, len(dataset), notes)
     run_config = {"task": args.task, "init": args.init, "data": str(args.data), "split": args.split,

@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 TASKS = ("retrieval", "open-qa", "mc-qa", "qa", "rerank")
 RETRIEVAL_TAU = 0.05  # paper, retrieval fine-tuning
 IGNORE = -100  # label of a question the other head answers
+ANSWERED_P = 0.9  # p(true answer) at which `QAObjective(answered_keep=...)` counts a question answered
 CHOICE_PAIRS = 40  # (question, candidate) pairs per fused call: similar prompt lengths batched together
 
 
@@ -99,7 +101,8 @@ def question_items(
     open_questions: bool = True,
     choice_questions: bool = True,
 ) -> list[dict[str, Any]]:
-    """One training item per question: {"row", "question", "label", "candidates"} (candidates None: open).
+    """One training item per question: {"row", "question", "label", "candidates", "qid"} (candidates None:
+    open; "qid" the item's index, what `QAObjective` remembers a question's last answer by).
 
     Open questions need an answer vocabulary; those whose answer is not in it are left out (the usual rule for
     MSRVTT-QA-style top-k vocabularies). Questions about videos that did not decode are left out.
@@ -115,10 +118,10 @@ def question_items(
                 label = q.get("answer_index")
                 label = list(candidates).index(q["answer"]) if label is None else int(label)
                 items.append({"row": rows[sample_index], "question": q["question"], "label": label,
-                              "candidates": list(candidates)})
+                              "candidates": list(candidates), "qid": len(items)})
             elif not candidates and open_questions and normalise_answer(q["answer"]) in index:
                 items.append({"row": rows[sample_index], "question": q["question"],
-                              "label": index[normalise_answer(q["answer"])], "candidates": None})
+                              "label": index[normalise_answer(q["answer"])], "candidates": None, "qid": len(items)})
     return items
 
 
@@ -180,8 +183,8 @@ def group_by_clip(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 class QACollator:
     """Items -> {"video_tokens" (B, K, C) from the token cache, or "frames" (B, T, 3, S, S) end to end;
     "input_ids"/"attention_mask" of the questions; "open_labels" and "choice_labels" (B,) with IGNORE for the
-    other kind; "questions"; "candidates"}. Clip-grouped items give B clips, Q >= B questions and
-    "video_index" (Q,)."""
+    other kind; "question_ids" (B,) where items carry a "qid"; "questions"; "candidates"}. Clip-grouped items
+    give B clips, Q >= B questions and "video_index" (Q,)."""
 
     def __init__(self, video_tokens: torch.Tensor | None, tokenizer: Any, max_length: int):
         self.video_tokens, self.tokenizer, self.max_length = video_tokens, tokenizer, max_length
@@ -203,6 +206,8 @@ class QACollator:
             "questions": questions,
             "candidates": [item["candidates"] for item in items],
         }
+        if "qid" in items[0]:
+            batch["question_ids"] = torch.tensor([item["qid"] for item in items])
         if "members" in units[0]:
             batch["video_index"] = torch.tensor([u for u, unit in enumerate(units) for _ in unit["members"]])
         if "frames" in units[0]:
@@ -237,15 +242,29 @@ class QAObjective(nn.Module):
     fused with its own clip and the `rerank_group - 1` clips of the batch its embedding is closest to, with
     the re-ranking fine-tune's listwise + matching losses (`rerank_losses`), so no separate re-ranking stage
     on cached tokens is needed.
+
+    `answered_keep` < 1 (with `num_questions`, the number of question items) fuses an open question that was
+    answered when last fused (p(answer) >= ANSWERED_P) only with that probability, and weights it by its inverse,
+    so the expected loss is unchanged. Each question's last p(answer) is kept, and saved with the trainer's state.
+    The fused questions are most of an end-to-end step (bench/qa_step_cost.py), and under focal loss an answered
+    question's gradient is close to 0 anyway: the skip goes where the draw of `questions_per_clip` cannot see.
     """
 
     def __init__(self, retrieval_weight: float = 0.0, tau: float = RETRIEVAL_TAU, open_gamma: float = 0.0,
                  retrieval_from_step: int = 0, rerank_weight: float = 0.0, rerank_group: int = 4,
-                 rerank_captions: int | None = None):
+                 rerank_captions: int | None = None, answered_keep: float = 1.0, num_questions: int = 0):
         super().__init__()
+        if not 0.0 < answered_keep <= 1.0:
+            raise ValueError(f"answered_keep must be in (0, 1], not {answered_keep}")
+        if answered_keep < 1.0 and num_questions < 1:
+            raise ValueError("answered_keep < 1 needs num_questions (the question items' count)")
         self.retrieval_weight, self.tau, self.open_gamma = retrieval_weight, tau, open_gamma
         self.retrieval_from_step, self.step = retrieval_from_step, 0
         self.rerank_weight, self.rerank_group, self.rerank_captions = rerank_weight, rerank_group, rerank_captions
+        self.answered_keep = answered_keep
+        # p(true answer) when each question was last fused, 0 = never fused. A plain CPU tensor, not a buffer:
+        # DDP would overwrite a buffer with rank 0's; the Trainer saves it through `training_state`.
+        self.last_answer_p = torch.zeros(num_questions if answered_keep < 1.0 else 0)
 
     def set_step(self, step: int) -> None:
         """The optimizer step about to run (0-based), for terms that start later in the schedule."""
@@ -275,12 +294,21 @@ class QAObjective(nn.Module):
         total = tokens.new_zeros((), dtype=torch.float32)
 
         open_rows = (batch["open_labels"] != IGNORE).nonzero().flatten()
+        num_open = open_rows.numel()
+        weights = None
+        if num_open and self.answered_keep < 1.0:
+            open_rows, weights = self.rows_to_fuse(open_rows, batch["question_ids"][open_rows], generator)
+            terms["fused_open"] = torch.tensor(open_rows.numel() / num_open)
         if open_rows.numel():
+            labels = batch["open_labels"][open_rows]
             texts = {"input_ids": batch["input_ids"][open_rows], "attention_mask": batch["attention_mask"][open_rows]}
             logits = model.open_qa_logits(tokens[open_rows], texts)  # (n, A)
-            summed = losses.focal_mlm(logits, batch["open_labels"][open_rows], self.open_gamma, reduction="sum")
+            per_question = losses.focal_mlm(logits, labels, self.open_gamma, reduction="none")
+            summed = per_question.sum() if weights is None else (per_question * weights.to(per_question)).sum()
             total = total + summed
-            terms["open_qa"] = summed.detach() / open_rows.numel()
+            terms["open_qa"] = summed.detach() / num_open
+            if weights is not None:
+                self.remember_answers(batch["question_ids"][open_rows], logits.detach(), labels)
 
         choice_rows = (batch["choice_labels"] != IGNORE).nonzero().flatten().tolist()
         choice_sum = total.new_zeros(())
@@ -301,6 +329,32 @@ class QAObjective(nn.Module):
             loss = loss + self.rerank_weight * (rerank[0] + rerank[1])
             terms["listwise"], terms["matching"] = rerank[0].detach(), rerank[1].detach()
         return loss, terms
+
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """What `--resume` needs besides the model and optimizer (the Trainer saves and restores it)."""
+        return {"last_answer_p": self.last_answer_p.clone()}
+
+    def load_training_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.last_answer_p = state["last_answer_p"].clone()
+
+    def rows_to_fuse(self, rows: torch.Tensor, question_ids: torch.Tensor, generator: torch.Generator | None):
+        """-> (the rows to fuse, their loss weights): every question not answered when last fused, and each
+        answered one with probability `answered_keep`, weighted 1 / answered_keep."""
+        answered = self.last_answer_p[question_ids.cpu()] >= ANSWERED_P
+        draws = torch.rand(len(rows), generator=generator)
+        keep = ~answered | (draws < self.answered_keep)
+        weights = torch.where(answered, 1.0 / self.answered_keep, 1.0)[keep]
+        return rows[keep.to(rows.device)], weights
+
+    def remember_answers(self, question_ids: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        p = logits.float().softmax(-1).gather(1, labels[:, None]).squeeze(1)
+        question_ids, p = question_ids.cpu(), p.cpu()
+        if dist.is_available() and dist.is_initialized():  # every rank keeps the same table
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, (question_ids, p))
+            question_ids = torch.cat([ids for ids, _ in gathered])
+            p = torch.cat([values for _, values in gathered])
+        self.last_answer_p[question_ids] = p
 
 
 # ---- re-ranking (video-text matching) from cached tokens --------------------------------------------------

@@ -318,6 +318,8 @@ class Trainer:
             "numpy_rng": np.random.get_state()[1].tolist(),
             # the batches' composition, as first computed: a resumed run regroups nothing
             "neighbours": None if neighbours is None else torch.from_numpy(neighbours),
+            # objectives that learn as they go (QAObjective's answered questions)
+            "objective": self.loss_fn.training_state() if hasattr(self.loss_fn, "training_state") else None,
         }
 
     def resume(self, checkpoint_dir: str | Path) -> None:
@@ -341,6 +343,8 @@ class Trainer:
         np.random.set_state(("MT19937", np.array(state["numpy_rng"], dtype=np.uint32), 624, 0, 0.0))
         if state.get("neighbours") is not None and hasattr(self.sampler, "neighbours"):
             self.sampler.neighbours = state["neighbours"].numpy()
+        if state.get("objective") is not None and hasattr(self.loss_fn, "load_training_state"):
+            self.loss_fn.load_training_state(state["objective"])
 
     # -- loop ------------------------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from training.finetune import (
     mine_hard_negatives,
     question_items,
 )
+from training.trainer import TrainConfig, Trainer
 
 COLORS = ["red", "blue", "red", "green", "red", "blue"]
 MOTIONS = ["moves left", "moves right", "grows", "shrinks", "stays still"]
@@ -69,9 +70,9 @@ def test_question_items_labels_and_out_of_vocabulary():
     samples = [Sample("a", "/a", [], [open_q("red"), open_q("pink"), choice_q(2)]),
                Sample("b", "/b", [], [open_q("blue")])]
     items = question_items(samples, rows={0: 0}, answer_vocab=["blue", "red"])  # b did not decode
-    assert items == [{"row": 0, "question": "what color is the circle?", "label": 1, "candidates": None},
+    assert items == [{"row": 0, "question": "what color is the circle?", "label": 1, "candidates": None, "qid": 0},
                      {"row": 0, "question": "what does the circle do?", "label": 0,
-                      "candidates": choice_q(2)["candidates"]}]
+                      "candidates": choice_q(2)["candidates"], "qid": 1}]
     assert [i["candidates"] for i in question_items(samples, {0: 0, 1: 1}, None, open_questions=False)] == [
         choice_q(2)["candidates"]]
 
@@ -447,3 +448,92 @@ def test_qa_video_skip_head_reads_the_tokens_and_survives_a_checkpoint(world, tm
     assert torch.allclose(again[0], logits[0], atol=1e-5) and not torch.allclose(again[1], logits[1])
     with pytest.raises(ValueError, match="reads the video tokens"):
         model.qa_head(torch.zeros(1, model.text_encoder.config.hidden_size))
+
+
+def open_questions_on_tokens(world, model):
+    """Two open questions per clip of the world, on cached tokens: (items, collate)."""
+    samples = [Sample(f"v{i}", str(world.root / "videos" / f"v{i}.mp4"), [], [open_q(c), open_q(COLORS[(i + 1) % 6])])
+               for i, c in enumerate(COLORS)]
+    tokens, rows = cache_video_tokens(model, samples, batch_size=8)
+    items = question_items(samples, rows, model.answer_vocab, choice_questions=False)
+    return items, QACollator(tokens, model.tokenizer, model.config.text.max_length)
+
+
+def test_answered_questions_are_fused_with_the_keep_probability_and_weighted_by_its_inverse(world):
+    model = Clover.from_pretrained(world.checkpoint)
+    model.set_answer_vocab(["red", "blue", "green"])
+    items, collate = open_questions_on_tokens(world, model)
+    batch = collate(items)
+    objective = QAObjective(open_gamma=2.0, answered_keep=0.5, num_questions=len(items))
+    answered = torch.tensor([i % 3 == 0 for i in range(len(items))])
+    objective.last_answer_p[answered] = 0.95  # above ANSWERED_P
+    model.eval()
+    with torch.no_grad():
+        loss, terms = objective(model, batch, torch.Generator().manual_seed(5))
+        log_probs = model.open_qa_logits(batch["video_tokens"].float(), batch).log_softmax(-1)
+    kept = ~answered | (torch.rand(len(items), generator=torch.Generator().manual_seed(5)) < 0.5)
+    assert 0 < int(kept.sum()) < len(items) and not kept[answered].all()
+    reference = 0.0
+    for i in kept.nonzero().flatten().tolist():
+        lp = log_probs[i, batch["open_labels"][i]]
+        reference += (2.0 if answered[i] else 1.0) * -(1 - lp.exp()) ** 2 * lp
+    assert loss.item() == pytest.approx(reference.item() / len(items), rel=1e-5)
+    assert terms["fused_open"].item() == pytest.approx(kept.float().mean().item())
+    # fused questions now hold their p(answer); the others keep the old value
+    p = log_probs.exp().gather(1, batch["open_labels"][:, None]).squeeze(1)
+    assert torch.allclose(objective.last_answer_p[kept], p[kept], atol=1e-6)
+    assert torch.equal(objective.last_answer_p[~kept], torch.full((int((~kept).sum()),), 0.95))
+
+
+def test_skipping_answered_questions_keeps_the_expected_loss(world):
+    model = Clover.from_pretrained(world.checkpoint)
+    model.set_answer_vocab(["red", "blue", "green"])
+    items, collate = open_questions_on_tokens(world, model)
+    batch = collate(items)
+    model.eval()
+    with torch.no_grad():
+        full, _ = QAObjective()(model, batch)
+        objective = QAObjective(answered_keep=0.25, num_questions=len(items))
+        draws = []
+        for seed in range(400):
+            objective.last_answer_p.fill_(1.0)  # every question answered: each fused with p 0.25, weight 4
+            draws.append(objective(model, batch, torch.Generator().manual_seed(seed))[0].item())
+    assert sum(draws) / len(draws) == pytest.approx(full.item(), rel=0.1)
+    assert min(draws) < full.item() < max(draws)
+
+
+def qa_trainer(world, out, objective_table=None):
+    torch.manual_seed(0)
+    model = Clover.from_pretrained(world.checkpoint)
+    model.set_answer_vocab(["red", "blue", "green"])
+    freeze_video(model)
+    items, collate = open_questions_on_tokens(world, model)
+    objective = QAObjective(answered_keep=0.5, num_questions=len(items))
+    if objective_table is not None:
+        objective.last_answer_p = objective_table.clone()
+    cfg = TrainConfig(out=str(out), batch_size=4, max_steps=7, warmup_steps=1, lr=1e-2, workers=0, save_every=3,
+                      log_every=1, seed=0)
+    return Trainer(model, objective, QuestionDataset(items, seed=0), collate, cfg)
+
+
+def test_resume_restores_which_questions_were_answered(world, tmp_path):
+    start = torch.tensor([1.0, 0.0] * 6)  # half the questions answered from the first step
+    full = qa_trainer(world, tmp_path / "full", start).train(progress=False)
+    assert min(r["fused_open"] for r in full) < 1
+    # a table that says every question is answered: only the checkpoint's table gives the same losses
+    resumed_trainer = qa_trainer(world, tmp_path / "resumed", torch.ones(12))
+    resumed_trainer.resume(tmp_path / "full" / "checkpoint-0000003")
+    resumed = resumed_trainer.train(progress=False)
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in full[3:]]
+    assert [r["fused_open"] for r in resumed] == [r["fused_open"] for r in full[3:]]
+
+
+def test_finetune_flags_that_need_another_flag_are_refused():
+    from training.cli_finetune import parse_args
+
+    base = ["--task", "open-qa", "--data", "d", "--out", "o"]
+    for extra in (["--rerank-captions", "4"], ["--retrieval-from-step", "10"], ["--answered-keep", "0"]):
+        with pytest.raises(SystemExit):
+            parse_args(base + extra)
+    assert parse_args(base + ["--rerank-weight", "1", "--rerank-captions", "4"]).rerank_captions == 4
+    assert parse_args(base + ["--answered-keep", "0.25"]).answered_keep == 0.25
