@@ -10,7 +10,10 @@ builds it. Each part runs forward + backward on its own, `--repeats` times, and 
   (the question text through the frozen text tower, as in the fine-tune);
 - anchor: the captions through the frozen text tower and InfoNCE against the clips' detached embeddings;
 - re-rank: `rerank_losses` over in-batch groups of `--rerank-group` clips per caption;
-- step: `QAObjective` with every term, forward + backward, the sum of the above plus the glue.
+- step: `QAObjective` with every term, forward + backward, the sum of the above plus the glue;
+- with `--answered-keep P`, also that step as `clover finetune --answered-keep P` takes it once the questions this
+  checkpoint answers (p >= ANSWERED_P, here and now) are remembered as answered; the two steps are timed in
+  turn, one repeat of each at a time, so drift on a shared machine hits both alike.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from training import losses  # noqa: E402
 from training.cli_eval import resolve_split  # noqa: E402
 from training.data import decode_clip  # noqa: E402
 from training.evaluate import normalise_answer  # noqa: E402
-from training.finetune import QAObjective, in_batch_groups, rerank_losses  # noqa: E402
+from training.finetune import ANSWERED_P, QAObjective, in_batch_groups, rerank_losses  # noqa: E402
 from training.formats import read_any  # noqa: E402
 
 
@@ -54,6 +57,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--rerank-group", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--answered-keep", type=float,
+                        help="also time the step that skips answered questions with this keep probability")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = Clover.from_pretrained(args.checkpoint).train()
@@ -116,6 +121,39 @@ def main() -> None:
     for name, fn in (("video", video), ("questions", questions), ("anchor", anchor), ("re-rank", rerank),
                      ("step", step)):
         print(f"{name:>10} {median_seconds(fn, args.repeats):8.3f} s (forward + backward, median of {args.repeats})")
+    if args.answered_keep:
+        compare_answered_skip(model, batch, tokens, video_index, question_texts, labels, args, step)
+
+
+def compare_answered_skip(model, batch, tokens, video_index, question_texts, labels, args, full_step) -> None:
+    """The full step against the step that skips answered questions, timed alternately."""
+    with torch.no_grad():
+        logits = model.open_qa_logits(tokens[video_index], question_texts).float()
+    answer_p = logits.softmax(-1).gather(1, labels[:, None]).squeeze(1)
+    skipping = QAObjective(retrieval_weight=1.0, open_gamma=2.0, rerank_weight=1.0, rerank_group=args.rerank_group,
+                           answered_keep=args.answered_keep, num_questions=len(labels))
+    batch = {**batch, "question_ids": torch.arange(len(labels))}
+    fused = []
+
+    def skipping_step() -> None:
+        model.zero_grad(set_to_none=True)
+        skipping.last_answer_p = answer_p.clone()  # the step updates the table: start each repeat from the same one
+        loss, terms = skipping(model, batch, torch.Generator().manual_seed(len(fused)))
+        loss.backward()
+        fused.append(float(terms["fused_open"]))
+
+    full_times, skip_times = [], []
+    full_step(), skipping_step()  # warm-up
+    for _ in range(args.repeats):
+        for fn, times in ((full_step, full_times), (skipping_step, skip_times)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    full, skipped = statistics.median(full_times), statistics.median(skip_times)
+    print(f"answered (p >= {ANSWERED_P}): {float((answer_p >= ANSWERED_P).float().mean()):.1%} of the questions; "
+          f"--answered-keep {args.answered_keep} fused {statistics.mean(fused):.1%}")
+    print(f"{'step':>10} {full:8.3f} s, with the skip {skipped:8.3f} s: {skipped / full:.2f}x "
+          f"(alternating, median of {args.repeats})")
 
 
 if __name__ == "__main__":
