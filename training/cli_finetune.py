@@ -37,6 +37,7 @@ from .data import TextCollator
 from .distributed import cleanup, init_distributed
 from .evaluate import evaluate, summary_lines
 from .finetune import (
+    ANSWERED_P,
     RETRIEVAL_TAU,
     TASKS,
     QACollator,
@@ -122,8 +123,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="QA with --per-clip: fuse this many of a clip's questions per epoch, drawn afresh "
                              "each epoch (the fused questions, not the video tower, are most of an end-to-end step)")
     parser.add_argument("--answered-keep", type=float, default=1.0,
-                        help="open QA: fuse a question answered when last fused (p >= 0.9) with this probability, "
-                             "weighted by its inverse (1 = fuse every question every time)")
+                        help="open QA: fuse a question answered when last fused (p >= --answered-p) with this "
+                             "probability, weighted by its inverse (1 = fuse every question every time)")
+    parser.add_argument("--answered-p", type=float, default=ANSWERED_P,
+                        help="with --answered-keep: the p(true answer) at which a question counts as answered "
+                             "(focal loss keeps right answers unsure: 0.5 = every answer that wins)")
     parser.add_argument("--qa-focal-gamma", type=float, default=0.0,
                         help="open QA: focal loss -(1-p)^gamma log p instead of cross-entropy (0), so answered "
                              "question types stop outweighing the ones still at chance")
@@ -139,6 +143,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--retrieval-from-step needs --retrieval-weight or --rerank-weight")
     if not 0.0 < args.answered_keep <= 1.0:
         parser.error("--answered-keep must be in (0, 1]")
+    if args.answered_p != ANSWERED_P and args.answered_keep == 1.0:
+        parser.error("--answered-p needs --answered-keep")
     return args
 
 
@@ -247,10 +253,11 @@ def main(argv: list[str] | None = None) -> int:
                              "--per-clip")
         loss_fn = QAObjective(args.retrieval_weight, args.tau, args.qa_focal_gamma, args.retrieval_from_step,
                               args.rerank_weight, args.rerank_group, args.rerank_captions,
-                              args.answered_keep, notes["num_questions"])
+                              args.answered_keep, notes["num_questions"], args.answered_p)
         notes.update(frozen_text=args.freeze_text, retrieval_weight=args.retrieval_weight,
                      retrieval_from_step=args.retrieval_from_step, rerank_weight=args.rerank_weight,
                      rerank_captions=args.rerank_captions, answered_keep=args.answered_keep,
+                     answered_p=args.answered_p,
                      qa_focal_gamma=args.qa_focal_gamma)
     log.info("%s fine-tuning: %d training items %s", args.task, len(dataset), notes)
     run_config = {"task": args.task, "init": args.init, "data": str(args.data), "split": args.split,

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 TASKS = ("retrieval", "open-qa", "mc-qa", "qa", "rerank")
 RETRIEVAL_TAU = 0.05  # paper, retrieval fine-tuning
 IGNORE = -100  # label of a question the other head answers
-ANSWERED_P = 0.9  # p(true answer) at which `QAObjective(answered_keep=...)` counts a question answered
+ANSWERED_P = 0.9  # default p(true answer) at which `QAObjective(answered_keep=...)` counts a question answered
 CHOICE_PAIRS = 40  # (question, candidate) pairs per fused call: similar prompt lengths batched together
 
 
@@ -244,7 +244,7 @@ class QAObjective(nn.Module):
     on cached tokens is needed.
 
     `answered_keep` < 1 (with `num_questions`, the number of question items) fuses an open question that was
-    answered when last fused (p(answer) >= ANSWERED_P) only with that probability, and weights it by its inverse,
+    answered when last fused (p(answer) >= `answered_p`) only with that probability, and weights it by its inverse,
     so the expected loss is unchanged. Each question's last p(answer) is kept, and saved with the trainer's state.
     The fused questions are most of an end-to-end step (bench/qa_step_cost.py), and under focal loss an answered
     question's gradient is close to 0 anyway: the skip goes where the draw of `questions_per_clip` cannot see.
@@ -252,7 +252,8 @@ class QAObjective(nn.Module):
 
     def __init__(self, retrieval_weight: float = 0.0, tau: float = RETRIEVAL_TAU, open_gamma: float = 0.0,
                  retrieval_from_step: int = 0, rerank_weight: float = 0.0, rerank_group: int = 4,
-                 rerank_captions: int | None = None, answered_keep: float = 1.0, num_questions: int = 0):
+                 rerank_captions: int | None = None, answered_keep: float = 1.0, num_questions: int = 0,
+                 answered_p: float = ANSWERED_P):
         super().__init__()
         if not 0.0 < answered_keep <= 1.0:
             raise ValueError(f"answered_keep must be in (0, 1], not {answered_keep}")
@@ -261,7 +262,7 @@ class QAObjective(nn.Module):
         self.retrieval_weight, self.tau, self.open_gamma = retrieval_weight, tau, open_gamma
         self.retrieval_from_step, self.step = retrieval_from_step, 0
         self.rerank_weight, self.rerank_group, self.rerank_captions = rerank_weight, rerank_group, rerank_captions
-        self.answered_keep = answered_keep
+        self.answered_keep, self.answered_p = answered_keep, answered_p
         # p(true answer) when each question was last fused, 0 = never fused. A plain CPU tensor, not a buffer:
         # DDP would overwrite a buffer with rank 0's; the Trainer saves it through `training_state`.
         self.last_answer_p = torch.zeros(num_questions if answered_keep < 1.0 else 0)
@@ -340,7 +341,7 @@ class QAObjective(nn.Module):
     def rows_to_fuse(self, rows: torch.Tensor, question_ids: torch.Tensor, generator: torch.Generator | None):
         """-> (the rows to fuse, their loss weights): every question not answered when last fused, and each
         answered one with probability `answered_keep`, weighted 1 / answered_keep."""
-        answered = self.last_answer_p[question_ids.cpu()] >= ANSWERED_P
+        answered = self.last_answer_p[question_ids.cpu()] >= self.answered_p
         draws = torch.rand(len(rows), generator=generator)
         keep = ~answered | (draws < self.answered_keep)
         weights = torch.where(answered, 1.0 / self.answered_keep, 1.0)[keep]

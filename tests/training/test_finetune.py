@@ -537,3 +537,13 @@ def test_finetune_flags_that_need_another_flag_are_refused():
             parse_args(base + extra)
     assert parse_args(base + ["--rerank-weight", "1", "--rerank-captions", "4"]).rerank_captions == 4
     assert parse_args(base + ["--answered-keep", "0.25"]).answered_keep == 0.25
+    with pytest.raises(SystemExit):
+        parse_args(base + ["--answered-p", "0.5"])  # without --answered-keep
+
+
+def test_answered_p_sets_what_counts_as_answered():
+    objective = QAObjective(answered_keep=0.5, num_questions=3, answered_p=0.5)
+    objective.last_answer_p = torch.tensor([0.6, 0.4, 0.0])
+    kept = {tuple(objective.rows_to_fuse(torch.arange(3), torch.arange(3), torch.Generator().manual_seed(seed))[0].tolist())
+            for seed in range(20)}
+    assert kept == {(0, 1, 2), (1, 2)}  # only the question at 0.6 is ever skipped
