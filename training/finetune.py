@@ -297,6 +297,7 @@ class QAObjective(nn.Module):
         open_rows = (batch["open_labels"] != IGNORE).nonzero().flatten()
         num_open = open_rows.numel()
         weights = None
+        fused_now = (torch.zeros(0, dtype=torch.long), torch.zeros(0))  # (question ids, p(answer)) fused this step
         if num_open and self.answered_keep < 1.0:
             open_rows, weights = self.rows_to_fuse(open_rows, batch["question_ids"][open_rows], generator)
             terms["fused_open"] = torch.tensor(open_rows.numel() / num_open)
@@ -309,7 +310,10 @@ class QAObjective(nn.Module):
             total = total + summed
             terms["open_qa"] = summed.detach() / num_open
             if weights is not None:
-                self.remember_answers(batch["question_ids"][open_rows], logits.detach(), labels)
+                p = logits.detach().float().softmax(-1).gather(1, labels[:, None]).squeeze(1)
+                fused_now = (batch["question_ids"][open_rows], p)
+        if self.answered_keep < 1.0:
+            self.remember_answers(*fused_now)  # on every rank, even with nothing fused: a collective under DDP
 
         choice_rows = (batch["choice_labels"] != IGNORE).nonzero().flatten().tolist()
         choice_sum = total.new_zeros(())
@@ -347,8 +351,7 @@ class QAObjective(nn.Module):
         weights = torch.where(answered, 1.0 / self.answered_keep, 1.0)[keep]
         return rows[keep.to(rows.device)], weights
 
-    def remember_answers(self, question_ids: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        p = logits.float().softmax(-1).gather(1, labels[:, None]).squeeze(1)
+    def remember_answers(self, question_ids: torch.Tensor, p: torch.Tensor) -> None:
         question_ids, p = question_ids.cpu(), p.cpu()
         if dist.is_available() and dist.is_initialized():  # every rank keeps the same table
             gathered: list[Any] = [None] * dist.get_world_size()
