@@ -20,6 +20,9 @@ with the task reduced to its core: the single-object clips of the train split (a
 - `--shift N`: each training clip moved by a random offset of up to N pixels (held-out clips are not).
 - `--train cnn`: the same on a 3-layer 2D CNN with global max pooling (every frame, max over time): the
   baseline that says the labels and pixels are fine.
+- `--also color size` (`--train swin`): the same head also classifies these attributes of the object, each a
+  cross-entropy term beside shape's (`--shape-weight` x), as a QA batch asks for all of them at once: do easy
+  attributes learned beside shape slow it down?
 
 Held-out accuracy is printed every 50 steps.
 """
@@ -45,21 +48,25 @@ from model.video_encoder import VideoSwinEncoder  # noqa: E402
 from training.cli_eval import resolve_split  # noqa: E402
 from training.data import decode_clip  # noqa: E402
 from training.formats import read_any  # noqa: E402
-from training.synthworld.vocab import SHAPES  # noqa: E402
+from training.synthworld.vocab import COLORS, SHAPES, SIZES  # noqa: E402
 
 BATCH = 32
 
 
-def single_object_clips(data: str, split: str, num_frames: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised clips [N, T, 3, S, S] of the split's one-object videos and their shape labels [N]."""
+ATTRIBUTES = {"shape": SHAPES, "color": COLORS, "size": SIZES}
+
+
+def single_object_clips(data: str, split: str, num_frames: int, size: int) -> tuple[torch.Tensor, dict]:
+    """Normalised clips [N, T, 3, S, S] of the split's one-object videos and {attribute: labels [N]}."""
     transform = VideoTransform(size)
-    clips, labels = [], []
+    clips, labels = [], {name: [] for name in ATTRIBUTES}
     for sample in read_any(resolve_split(data, split)):
         objects = sample.meta.get("scene", {}).get("objects", [])
         if len(objects) == 1:
             clips.append(transform(decode_clip(sample, num_frames, short_side=size)))
-            labels.append(SHAPES.index(objects[0]["shape"]))
-    return torch.stack(clips), torch.tensor(labels)
+            for name, values in ATTRIBUTES.items():
+                labels[name].append(values.index(objects[0][name]))
+    return torch.stack(clips), {name: torch.tensor(values) for name, values in labels.items()}
 
 
 def linear_probe(features: torch.Tensor, labels: torch.Tensor, learn: int, steps: int = 300) -> float:
@@ -98,14 +105,14 @@ class SwinShape(nn.Module):
     """Max over the tower's tokens, then a linear layer; or, with `tau`, the dual encoder's form: cosine between a
     256-d projection and one learned embedding per shape (a caption's stand-in), divided by tau."""
 
-    def __init__(self, encoder: VideoSwinEncoder, tau: float = 0.0):
+    def __init__(self, encoder: VideoSwinEncoder, tau: float = 0.0, extra_classes: int = 0):
         super().__init__()
         self.encoder, self.tau = encoder, tau
         if tau:
             self.head = nn.Linear(encoder.out_dim, 256)
             self.classes = nn.Parameter(torch.randn(len(SHAPES), 256) * 0.02)
-        else:
-            self.head = nn.Linear(encoder.out_dim, len(SHAPES))
+        else:  # shape's logits first, then those of the `--also` attributes
+            self.head = nn.Linear(encoder.out_dim, len(SHAPES) + extra_classes)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         out = self.head(self.encoder(clips).amax(1))
@@ -124,22 +131,31 @@ def shifted(clips: torch.Tensor, shift: int, generator: torch.Generator) -> torc
 
 
 def train_from_scratch(net: nn.Module, clips: torch.Tensor, labels: torch.Tensor, learn: int, steps: int,
-                       lr: float, shift: int = 0) -> list[tuple[int, float, float]]:
-    """(step, train loss, held-out accuracy %) every 50 steps."""
+                       lr: float, shift: int = 0, also: tuple[tuple[torch.Tensor, int], ...] = (),
+                       shape_weight: float = 1.0) -> list[tuple[int, float, float]]:
+    """(step, train loss, held-out shape accuracy %) every 50 steps. `also`: (labels [N], class count) of more
+    attributes, whose logits follow shape's in the net's output, a cross-entropy term each beside shape's
+    (weighted `shape_weight`)."""
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
     log, began, generator = [], time.perf_counter(), torch.Generator().manual_seed(0)
     for step in range(1, steps + 1):
         batch = torch.randint(0, learn, (BATCH,))
         inputs = shifted(clips[batch], shift, generator) if shift else clips[batch]
-        loss = F.cross_entropy(net(inputs), labels[batch])
+        logits = net(inputs)
+        loss = shape_weight * F.cross_entropy(logits[:, : len(SHAPES)], labels[batch])
+        start = len(SHAPES)
+        for attribute, classes in also:
+            loss = loss + F.cross_entropy(logits[:, start : start + classes], attribute[batch])
+            start += classes
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if step % 50 == 0 or step == steps:
             net.eval()
             with torch.no_grad():
-                held = torch.cat([net(clips[i : i + 128]).argmax(1) for i in range(learn, len(clips), 128)])
+                held = torch.cat([net(clips[i : i + 128])[:, : len(SHAPES)].argmax(1)
+                                  for i in range(learn, len(clips), 128)])
             net.train()
             accuracy = 100 * float((held == labels[learn:]).float().mean())
             log.append((step, loss.item(), accuracy))
@@ -160,17 +176,23 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=0.0,
                         help="--train swin: cosine against learned shape embeddings / tau instead of a linear head")
     parser.add_argument("--shift", type=int, default=0, help="random translation of each training clip, pixels")
+    parser.add_argument("--also", nargs="*", default=[], choices=["color", "size"],
+                        help="--train swin: also classify these attributes (a term each, beside shape's)")
+    parser.add_argument("--shape-weight", type=float, default=1.0, help="shape's term's weight beside --also's")
     parser.add_argument("--from-checkpoint", action="store_true",
                         help="--train swin: start from --checkpoint's video tower instead of random init")
     args = parser.parse_args()
     if args.from_checkpoint and not (args.checkpoint and args.train == "swin"):
         parser.error("--from-checkpoint needs --checkpoint and --train swin")
+    if (args.also or args.shape_weight != 1.0) and (args.train != "swin" or args.tau):
+        parser.error("--also and --shape-weight need --train swin without --tau")
     if not args.checkpoint and not args.train:
         parser.error("give --checkpoint, --train, or both")
     torch.manual_seed(0)
     model = Clover.from_pretrained(args.checkpoint).eval() if args.checkpoint else None
     config = model.config if model is not None else get_model_config(args.model)
-    clips, labels = single_object_clips(args.data, args.split, config.num_frames, config.image_size)
+    clips, attributes = single_object_clips(args.data, args.split, config.num_frames, config.image_size)
+    labels = attributes["shape"]
     learn = int(0.8 * len(clips))
     print(f"{len(clips)} single-object clips ({learn} to learn from), shapes {np.bincount(labels.numpy()).tolist()}")
     if model is not None:
@@ -183,8 +205,10 @@ def main() -> None:
             encoder = model.video_encoder.train().requires_grad_(True)
         else:
             encoder = VideoSwinEncoder(config.video, config.num_frames, config.image_size)
-        net = FrameCNN() if args.train == "cnn" else SwinShape(encoder, args.tau)
-        train_from_scratch(net, clips, labels, learn, args.steps, args.lr, args.shift)
+        also = tuple((attributes[name], len(ATTRIBUTES[name])) for name in args.also)
+        extra = sum(classes for _, classes in also)
+        net = FrameCNN() if args.train == "cnn" else SwinShape(encoder, args.tau, extra)
+        train_from_scratch(net, clips, labels, learn, args.steps, args.lr, args.shift, also, args.shape_weight)
 
 
 if __name__ == "__main__":
