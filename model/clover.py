@@ -181,14 +181,6 @@ class Clover(nn.Module):
         cls = self._fuse_texts(video_tokens, texts)
         return self.qa_head(cls, video_tokens.to(cls.device) if self.config.heads.qa_video_skip else None)
 
-    def answer_readout(self, video_tokens: torch.Tensor) -> torch.Tensor:
-        """Video tokens [B, K, C] -> [B, num_answers]: the open-QA head's video readout alone (heads.qa_video_skip),
-        which answers a clip shows whatever the question (what `clover finetune --answer-set-weight` trains)."""
-        if self.qa_head is None or self.qa_head.video_readout is None:
-            raise RuntimeError("this model's open-QA head has no video readout (heads.qa_video_skip)")
-        readout = self.qa_head.video_readout
-        return readout(video_tokens.amax(dim=1).to(readout.weight.dtype))
-
     @torch.no_grad()
     def answer_open(self, video_tokens: torch.Tensor, questions: list[str]) -> torch.Tensor:
         """-> logits [B, num_answers] over `answer_vocab`."""

@@ -128,13 +128,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--answered-p", type=float, default=ANSWERED_P,
                         help="with --answered-keep: the p(true answer) at which a question counts as answered "
                              "(focal loss keeps right answers unsure: 0.5 = every answer that wins)")
-    parser.add_argument("--answer-set-weight", type=float, default=0.0,
-                        help="open QA with --per-clip: also train the answer head's video readout (heads."
-                             "qa_video_skip) to name every open answer of each clip at once (multi-label BCE, "
-                             "at this weight): a label per attribute per clip for the tower, without a fused pass")
-    parser.add_argument("--questions-from-step", type=int, default=0,
-                        help="with --answer-set-weight: fuse no question before this optimizer step, so the tower "
-                             "first learns from the answer sets alone, at a fraction of a step's cost")
     parser.add_argument("--question-type-weight", action="append", default=[], metavar="TYPE=W",
                         help="open QA: weigh the loss of questions of this subtype (the manifest's \"subtype\", "
                              "e.g. shape=4) by W; repeatable. A type the others outnumber can be learned at its own "
@@ -156,10 +149,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--answered-keep must be in (0, 1]")
     if args.answered_p != ANSWERED_P and args.answered_keep == 1.0:
         parser.error("--answered-p needs --answered-keep")
-    if args.answer_set_weight and not (args.per_clip and args.task in ("open-qa", "qa")):
-        parser.error("--answer-set-weight needs --per-clip and open questions (--task open-qa or qa)")
-    if args.questions_from_step and not args.answer_set_weight:
-        parser.error("--questions-from-step needs --answer-set-weight")
     args.type_weights = {}
     for spec in args.question_type_weight:
         name, _, weight = spec.partition("=")
@@ -279,16 +268,11 @@ def main(argv: list[str] | None = None) -> int:
                              "--per-clip")
         loss_fn = QAObjective(args.retrieval_weight, args.tau, args.qa_focal_gamma, args.retrieval_from_step,
                               args.rerank_weight, args.rerank_group, args.rerank_captions,
-                              args.answered_keep, notes["num_questions"], args.answered_p,
-                              args.answer_set_weight, args.questions_from_step)
-        if args.answer_set_weight and not model.config.heads.qa_video_skip:
-            raise SystemExit("clover finetune: --answer-set-weight needs an answer head with a video readout "
-                             "(--qa-video-skip)")
+                              args.answered_keep, notes["num_questions"], args.answered_p)
         notes.update(frozen_text=args.freeze_text, retrieval_weight=args.retrieval_weight,
                      retrieval_from_step=args.retrieval_from_step, rerank_weight=args.rerank_weight,
                      rerank_captions=args.rerank_captions, answered_keep=args.answered_keep,
-                     answered_p=args.answered_p, answer_set_weight=args.answer_set_weight,
-                     questions_from_step=args.questions_from_step,
+                     answered_p=args.answered_p,
                      qa_focal_gamma=args.qa_focal_gamma)
     log.info("%s fine-tuning: %d training items %s", args.task, len(dataset), notes)
     run_config = {"task": args.task, "init": args.init, "data": str(args.data), "split": args.split,

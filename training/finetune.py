@@ -162,8 +162,6 @@ class QuestionDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.items[i] if self.units is None else {"row": self.units[i][0]["row"], "members": self.units[i]}
-        if self.units is not None:  # every open answer of the clip, drawn questions or not (the answer-set term)
-            item["answers"] = sorted({m["label"] for m in item["members"] if m["candidates"] is None})
         if self.questions_per_clip is not None and len(item["members"]) > self.questions_per_clip:
             draws = random.Random(hash((self.seed, self.epoch, i, 1)) & 0xFFFFFFFF)  # ints: the same in every process
             kept = sorted(draws.sample(range(len(item["members"])), self.questions_per_clip))
@@ -190,8 +188,8 @@ class QACollator:
     """Items -> {"video_tokens" (B, K, C) from the token cache, or "frames" (B, T, 3, S, S) end to end;
     "input_ids"/"attention_mask" of the questions; "open_labels" and "choice_labels" (B,) with IGNORE for the
     other kind; "question_ids" (B,) where items carry a "qid"; "question_weights" (B,) where they carry a
-    "weight"; "questions"; "candidates"}. Clip-grouped items give B clips, Q >= B questions, "video_index" (Q,)
-    and "clip_answers" (B lists of open answer labels)."""
+    "weight"; "questions"; "candidates"}. Clip-grouped items give B clips, Q >= B questions and "video_index"
+    (Q,)."""
 
     def __init__(self, video_tokens: torch.Tensor | None, tokenizer: Any, max_length: int):
         self.video_tokens, self.tokenizer, self.max_length = video_tokens, tokenizer, max_length
@@ -223,8 +221,6 @@ class QACollator:
             batch["frames"] = torch.stack([unit["frames"] for unit in units])
         else:
             batch["video_tokens"] = self.video_tokens[torch.tensor([unit["row"] for unit in units])]
-        if "answers" in units[0]:  # per clip: the labels of all its open questions
-            batch["clip_answers"] = [unit["answers"] for unit in units]
         if "caption" in units[0]:  # one caption per clip, for the retrieval anchor of end-to-end QA
             captions = self.tokenizer([unit["caption"] for unit in units], padding=True, truncation=True,
                                       max_length=self.max_length, return_tensors="pt")
@@ -260,21 +256,16 @@ class QAObjective(nn.Module):
     The fused questions are most of an end-to-end step (bench/qa_step_cost.py), and under focal loss an answered
     question's gradient is close to 0 anyway: the skip goes where the draw of `questions_per_clip` cannot see.
 
-    `answer_set_weight` > 0 (clip-grouped batches, a head with a video readout) adds, per clip, a multi-label
-    binary cross-entropy of the answer head's video readout alone against the set of the clip's open answers
-    (summed over the vocabulary, averaged over clips). It costs no fused pass, and every clip gives the tower a
-    label per attribute it shows, two-object clips included: "a circle and a square are here" needs no binding.
-    `questions_from_step` > 0 fuses no question before that step: the tower first learns from the answer sets
-    alone, at the cost of its own forward and backward.
+    A batch's "question_weights" (`question_items`' per-type weights, `clover finetune --question-type-weight`)
+    scale each open question's loss: a type that the others outnumber, and that needs the video tower to learn
+    something new (synthworld's shape), gets a share of the tower's gradient that it learns at.
     """
 
     def __init__(self, retrieval_weight: float = 0.0, tau: float = RETRIEVAL_TAU, open_gamma: float = 0.0,
                  retrieval_from_step: int = 0, rerank_weight: float = 0.0, rerank_group: int = 4,
                  rerank_captions: int | None = None, answered_keep: float = 1.0, num_questions: int = 0,
-                 answered_p: float = ANSWERED_P, answer_set_weight: float = 0.0, questions_from_step: int = 0):
+                 answered_p: float = ANSWERED_P):
         super().__init__()
-        if questions_from_step and not answer_set_weight:
-            raise ValueError("questions_from_step needs answer_set_weight (the loss before the questions start)")
         if not 0.0 < answered_keep <= 1.0:
             raise ValueError(f"answered_keep must be in (0, 1], not {answered_keep}")
         if answered_keep < 1.0 and num_questions < 1:
@@ -283,7 +274,6 @@ class QAObjective(nn.Module):
         self.retrieval_from_step, self.step = retrieval_from_step, 0
         self.rerank_weight, self.rerank_group, self.rerank_captions = rerank_weight, rerank_group, rerank_captions
         self.answered_keep, self.answered_p = answered_keep, answered_p
-        self.answer_set_weight, self.questions_from_step = answer_set_weight, questions_from_step
         # p(true answer) when each question was last fused, 0 = never fused. A plain CPU tensor, not a buffer:
         # DDP would overwrite a buffer with rank 0's; the Trainer saves it through `training_state`.
         self.last_answer_p = torch.zeros(num_questions if answered_keep < 1.0 else 0)
@@ -309,18 +299,13 @@ class QAObjective(nn.Module):
                                            cosine.gather(1, groups))
         else:
             tokens = batch["video_tokens"]  # (B, K, C) cached fp16; the model casts them
-        terms: dict[str, torch.Tensor] = {}
-        answer_set = None
-        if self.answer_set_weight and "clip_answers" in batch:
-            answer_set = self.answer_set_loss(model, tokens, batch["clip_answers"])
-            terms["answer_set"] = answer_set.detach()
         if "video_index" in batch:  # clip-grouped batch: one row per question
             tokens = tokens[batch["video_index"]]
         batch_size = tokens.shape[0]
+        terms: dict[str, torch.Tensor] = {}
         total = tokens.new_zeros((), dtype=torch.float32)
 
-        asking = self.step >= self.questions_from_step
-        open_rows = (batch["open_labels"] != IGNORE).nonzero().flatten()[: None if asking else 0]
+        open_rows = (batch["open_labels"] != IGNORE).nonzero().flatten()
         num_open = open_rows.numel()
         weights = None
         fused_now = (torch.zeros(0, dtype=torch.long), torch.zeros(0))  # (question ids, p(answer)) fused this step
@@ -344,7 +329,7 @@ class QAObjective(nn.Module):
         if self.answered_keep < 1.0:
             self.remember_answers(*fused_now)  # on every rank, even with nothing fused: a collective under DDP
 
-        choice_rows = (batch["choice_labels"] != IGNORE).nonzero().flatten().tolist() if asking else []
+        choice_rows = (batch["choice_labels"] != IGNORE).nonzero().flatten().tolist()
         choice_sum = total.new_zeros(())
         for members in choice_batches(batch["questions"], batch["candidates"], choice_rows, CHOICE_PAIRS):
             texts = model.choice_texts([batch["questions"][i] for i in members],
@@ -362,19 +347,7 @@ class QAObjective(nn.Module):
         if rerank is not None:
             loss = loss + self.rerank_weight * (rerank[0] + rerank[1])
             terms["listwise"], terms["matching"] = rerank[0].detach(), rerank[1].detach()
-        if answer_set is not None:
-            loss = loss + self.answer_set_weight * answer_set
         return loss, terms
-
-    @staticmethod
-    def answer_set_loss(model: Clover, tokens: torch.Tensor, clip_answers: list[list[int]]) -> torch.Tensor:
-        """Multi-label BCE of the video readout of B clips' tokens (B, K, C) against their answer sets, summed over
-        the answer vocabulary and averaged over the clips."""
-        logits = model.answer_readout(tokens).float()  # (B, A)
-        targets = torch.zeros_like(logits)
-        for row, labels in enumerate(clip_answers):
-            targets[row, labels] = 1.0
-        return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / len(clip_answers)
 
     def training_state(self) -> dict[str, torch.Tensor]:
         """What `--resume` needs besides the model and optimizer (the Trainer saves and restores it)."""

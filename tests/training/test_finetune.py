@@ -539,11 +539,6 @@ def test_finetune_flags_that_need_another_flag_are_refused():
     assert parse_args(base + ["--answered-keep", "0.25"]).answered_keep == 0.25
     with pytest.raises(SystemExit):
         parse_args(base + ["--answered-p", "0.5"])  # without --answered-keep
-    with pytest.raises(SystemExit):
-        parse_args(base + ["--answer-set-weight", "1"])  # without --per-clip
-    assert parse_args(base + ["--per-clip", "--answer-set-weight", "1"]).answer_set_weight == 1
-    with pytest.raises(SystemExit):
-        parse_args(base + ["--per-clip", "--questions-from-step", "5"])  # without --answer-set-weight
     for spec in ("shape", "shape=x", "=2", "shape=-1"):
         with pytest.raises(SystemExit):
             parse_args(base + ["--question-type-weight", spec])
@@ -557,74 +552,6 @@ def test_answered_p_sets_what_counts_as_answered():
     kept = {tuple(objective.rows_to_fuse(torch.arange(3), torch.arange(3), torch.Generator().manual_seed(seed))[0].tolist())
             for seed in range(20)}
     assert kept == {(0, 1, 2), (1, 2)}  # only the question at 0.6 is ever skipped
-
-
-def test_clip_batches_carry_every_open_answer_of_the_clip_even_undrawn_ones():
-    items = [{"row": r, "question": f"q{r}-{k}", "label": (r + k) % 4, "candidates": None, "qid": 0}
-             for r in range(2) for k in range(3)]
-    items.append({"row": 0, "question": "mc", "label": 0, "candidates": ["a", "b"], "qid": 0})
-    dataset = QuestionDataset(items, per_clip=True, questions_per_clip=1)
-    units = [dataset[i] for i in range(2)]
-    assert [len(u["members"]) for u in units] == [1, 1]
-    assert [u["answers"] for u in units] == [[0, 1, 2], [1, 2, 3]]  # the multiple-choice label is not one
-    tokens = torch.zeros(2, 4, 8)
-    batch = QACollator(tokens, tiny_model().tokenizer, 16)(units)
-    assert batch["clip_answers"] == [[0, 1, 2], [1, 2, 3]]
-
-
-def test_answer_set_term_is_the_readouts_binary_cross_entropy_against_each_clips_answers(world):
-    model = Clover.from_pretrained(world.checkpoint)
-    model.config.heads.qa_video_skip = True
-    model.set_answer_vocab(["red", "blue", "green"])
-    samples = [Sample(f"v{i}", str(world.root / "videos" / f"v{i}.mp4"), [], [open_q(c), open_q(COLORS[(i + 1) % 3])])
-               for i, c in enumerate(COLORS[:3])]
-    tokens, rows = cache_video_tokens(model, samples, batch_size=4)
-    items = question_items(samples, rows, model.answer_vocab, choice_questions=False)
-    dataset = QuestionDataset(items, per_clip=True)
-    batch = QACollator(tokens, model.tokenizer, model.config.text.max_length)([dataset[i] for i in range(3)])
-    model.eval()
-    with torch.no_grad():
-        plain, _ = QAObjective()(model, batch)
-        loss, terms = QAObjective(answer_set_weight=0.5)(model, batch)
-        readout = model.qa_head.video_readout(batch["video_tokens"].float().amax(dim=1))
-    reference = 0.0
-    for clip, answers in enumerate(batch["clip_answers"]):
-        for answer in range(3):
-            p = torch.sigmoid(readout[clip, answer])
-            reference -= torch.log(p) if answer in answers else torch.log(1 - p)
-    assert terms["answer_set"].item() == pytest.approx(reference.item() / 3, rel=1e-5)
-    assert loss.item() == pytest.approx(plain.item() + 0.5 * terms["answer_set"].item(), rel=1e-5)
-
-
-def test_answer_set_term_trains_the_video_tower_end_to_end(world, tmp_path):
-    from training.cli_finetune import main
-
-    out = tmp_path / "answer-set"
-    code = main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out", str(out),
-                 "--no-freeze-video", "--per-clip", "--qa-video-skip", "--answer-set-weight", "2",
-                 "--max-steps", "2", "--batch-size", "3", "--warmup-steps", "0", "--log-every", "1", "--workers", "0",
-                 "--no-cache", "--quiet"])
-    assert code == 0
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for h in history:
-        assert h["loss"] == pytest.approx(h["open_qa"] + 2 * h["answer_set"], rel=1e-4)
-    assert json.loads((out / "run_config.json").read_text())["answer_set_weight"] == 2
-    # --questions-from-step: the first step fuses no question, the answer set is its whole loss
-    late = tmp_path / "late-questions"
-    assert main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out", str(late),
-                 "--no-freeze-video", "--per-clip", "--qa-video-skip", "--answer-set-weight", "1",
-                 "--questions-from-step", "1", "--max-steps", "2", "--batch-size", "3", "--warmup-steps", "0",
-                 "--log-every", "1", "--workers", "0", "--no-cache", "--quiet"]) == 0
-    first, second = [json.loads(line) for line in (late / "metrics.jsonl").read_text().splitlines()]
-    assert "open_qa" not in first and first["loss"] == pytest.approx(first["answer_set"], rel=1e-5)
-    assert second["loss"] == pytest.approx(second["open_qa"] + second["answer_set"], rel=1e-4)
-    before = load_file(str(world.checkpoint / "model.safetensors"))
-    after = load_file(str(out / "final" / "model.safetensors"))
-    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("video_encoder."))
-    with pytest.raises(SystemExit, match="video readout"):  # no readout to train
-        main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out",
-              str(tmp_path / "no-readout"), "--no-freeze-video", "--per-clip", "--answer-set-weight", "1",
-              "--max-steps", "1", "--batch-size", "3", "--workers", "0", "--no-cache", "--quiet"])
 
 
 def test_question_type_weights_scale_each_open_questions_loss(world):
