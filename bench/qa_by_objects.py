@@ -29,8 +29,11 @@ from training.formats import read_any  # noqa: E402
 
 
 def start_cells_shared(scene: dict, grid: tuple[int, int]) -> bool:
-    """Whether every object of the scene starts in the same cell of a (rows, columns) grid over the frame."""
-    cells = {tuple(min(int(c * n), n - 1) for c, n in zip(obj["start"], grid, strict=True)) for obj in scene["objects"]}
+    """Whether every object of the scene starts in the same cell of a (rows, columns) grid over the frame (an
+    object's "start" is its normalised (x, y) centre at frame 0)."""
+    rows, columns = grid
+    cells = {(min(int(y * rows), rows - 1), min(int(x * columns), columns - 1))
+             for x, y in (obj["start"] for obj in scene["objects"])}
     return len(cells) == 1
 
 
@@ -55,7 +58,7 @@ def accuracy_by_objects(model: Clover, samples: list, by_cell: bool = False) -> 
                 answers.append(normalise_answer(q["answer"]))
                 keys.append((q.get("subtype", q["type"]), objects, *where))
     predicted = predict_open(model, encoded.tokens[torch.tensor(rows)], questions)
-    counts: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    counts: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     for key, prediction, answer in zip(keys, predicted, answers, strict=True):
         counts[key][0] += prediction == answer
         counts[key][1] += 1
