@@ -185,6 +185,11 @@ def build_qa(args: argparse.Namespace, model: Clover, freeze: bool, cfg, out: Pa
                                cache_dir=out / "cache", max_shift=cfg.max_shift)
         samples = videos.samples
         tokens, rows = None, {i: i for i in videos.indices}
+    open_types = {q.get("subtype", q.get("type")) for s in samples for q in s.questions if not q.get("candidates")}
+    unknown = sorted(set(args.type_weights) - open_types)
+    if unknown:  # a misspelt type would otherwise train silently unweighted
+        raise SystemExit(f"clover finetune: --question-type-weight names {', '.join(unknown)}, but the open questions "
+                         f"of the {args.split} split have the types {', '.join(sorted(map(str, open_types)))}")
     items = question_items(samples, rows, vocab, open_questions=wants_open, choice_questions=wants_choice,
                            type_weights=args.type_weights)
     if not items:

@@ -575,3 +575,12 @@ def test_question_type_weights_scale_each_open_questions_loss(world):
                     for lp, y, w in zip(log_probs, batch["open_labels"], batch["question_weights"], strict=True))
     assert loss.item() == pytest.approx(reference.item() / len(open_items), rel=1e-5)
     assert "question_weights" not in collate([item for item in question_items(samples, rows, model.answer_vocab)])
+
+
+def test_a_question_type_weight_for_a_type_the_split_lacks_is_refused(world, tmp_path):
+    from training.cli_finetune import main
+
+    with pytest.raises(SystemExit, match="names shapes, but the open questions of the train split have the types color"):
+        main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out",
+              str(tmp_path / "typo"), "--question-type-weight", "shapes=4", "--max-steps", "1", "--batch-size", "3",
+              "--token-batch-size", "4", "--quiet"])
