@@ -80,8 +80,12 @@ class Clover(nn.Module):
     def encode_video(self, frames: torch.Tensor, video_mask: torch.Tensor | None = None, return_tokens: bool = False):
         """frames [B, T, 3, H, W] normalised -> unit embedding [B, D] (and tokens [B, K, C])."""
         tokens = self.video_encoder(frames, video_mask)
-        embedding = F.normalize(self.video_proj(tokens), dim=-1)
+        embedding = self.embed_video_tokens(tokens)
         return (embedding, tokens) if return_tokens else embedding
+
+    def embed_video_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Video tokens [B, K, C] -> unit embedding [B, D]."""
+        return F.normalize(self.video_proj(tokens), dim=-1)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_hidden: bool = False):
         """input_ids, attention_mask [B, L] -> unit embedding [B, D] (and hidden states [B, L, H])."""

@@ -116,6 +116,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="QA end to end with --per-clip: also train the re-ranker in the same run, from "
                              "--retrieval-from-step on, each caption against its clip and the --rerank-group - 1 "
                              "closest clips of the batch (listwise + matching loss, at this weight)")
+    parser.add_argument("--detach-anchor", action="store_true",
+                        help="with --retrieval-weight / --rerank-weight: those terms see the video tower's tokens "
+                             "detached, so they train the video projection and the fusion encoder to follow a "
+                             "tower that learns from the questions alone (they can then start at step 0)")
     parser.add_argument("--rerank-captions", type=int,
                         help="with --rerank-weight: re-rank only this many captions of each batch (each against "
                              "every clip of it); fused pairs are most of a step's cost")
@@ -145,6 +149,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--rerank-captions needs --rerank-weight")
     if args.retrieval_from_step and not (args.retrieval_weight or args.rerank_weight):
         parser.error("--retrieval-from-step needs --retrieval-weight or --rerank-weight")
+    if args.detach_anchor and not (args.retrieval_weight or args.rerank_weight):
+        parser.error("--detach-anchor needs --retrieval-weight or --rerank-weight")
     if not 0.0 < args.answered_keep <= 1.0:
         parser.error("--answered-keep must be in (0, 1]")
     if args.answered_p != ANSWERED_P and args.answered_keep == 1.0:
@@ -273,11 +279,11 @@ def main(argv: list[str] | None = None) -> int:
                              "--per-clip")
         loss_fn = QAObjective(args.retrieval_weight, args.tau, args.qa_focal_gamma, args.retrieval_from_step,
                               args.rerank_weight, args.rerank_group, args.rerank_captions,
-                              args.answered_keep, notes["num_questions"], args.answered_p)
+                              args.answered_keep, notes["num_questions"], args.answered_p, args.detach_anchor)
         notes.update(frozen_text=args.freeze_text, retrieval_weight=args.retrieval_weight,
                      retrieval_from_step=args.retrieval_from_step, rerank_weight=args.rerank_weight,
                      rerank_captions=args.rerank_captions, answered_keep=args.answered_keep,
-                     answered_p=args.answered_p,
+                     answered_p=args.answered_p, detach_anchor=args.detach_anchor,
                      qa_focal_gamma=args.qa_focal_gamma)
     log.info("%s fine-tuning: %d training items %s", args.task, len(dataset), notes)
     run_config = {"task": args.task, "init": args.init, "data": str(args.data), "split": args.split,

@@ -259,12 +259,16 @@ class QAObjective(nn.Module):
     A batch's "question_weights" (`question_items`' per-type weights, `clover finetune --question-type-weight`)
     scale each open question's loss: a type that the others outnumber, and that needs the video tower to learn
     something new (synthworld's shape), gets a share of the tower's gradient that it learns at.
+
+    `detach_anchor` gives the anchor and the re-ranker the video tower's tokens detached: they train the video
+    projection and the fusion encoder to follow the tower, and the tower learns from the questions alone. Both
+    terms can then run from the first step (a tower gradient from them keeps a young tower from learning shape).
     """
 
     def __init__(self, retrieval_weight: float = 0.0, tau: float = RETRIEVAL_TAU, open_gamma: float = 0.0,
                  retrieval_from_step: int = 0, rerank_weight: float = 0.0, rerank_group: int = 4,
                  rerank_captions: int | None = None, answered_keep: float = 1.0, num_questions: int = 0,
-                 answered_p: float = ANSWERED_P):
+                 answered_p: float = ANSWERED_P, detach_anchor: bool = False):
         super().__init__()
         if not 0.0 < answered_keep <= 1.0:
             raise ValueError(f"answered_keep must be in (0, 1], not {answered_keep}")
@@ -274,6 +278,7 @@ class QAObjective(nn.Module):
         self.retrieval_from_step, self.step = retrieval_from_step, 0
         self.rerank_weight, self.rerank_group, self.rerank_captions = rerank_weight, rerank_group, rerank_captions
         self.answered_keep, self.answered_p = answered_keep, answered_p
+        self.detach_anchor = detach_anchor
         # p(true answer) when each question was last fused, 0 = never fused. A plain CPU tensor, not a buffer:
         # DDP would overwrite a buffer with rank 0's; the Trainer saves it through `training_state`.
         self.last_answer_p = torch.zeros(num_questions if answered_keep < 1.0 else 0)
@@ -285,9 +290,11 @@ class QAObjective(nn.Module):
     def forward(self, model: Clover, batch: dict, generator: torch.Generator | None = None):
         anchor = rerank = None
         if "frames" in batch:  # end to end: the video encoder trains too
-            video_e, tokens = model.encode_video(batch["frames"], return_tokens=True)  # (B, K, C)
+            tokens = model.video_encoder(batch["frames"])  # (B, K, C)
             anchored = (self.retrieval_weight or self.rerank_weight) and self.step >= self.retrieval_from_step
             if anchored and "caption_ids" in batch:
+                anchor_tokens = tokens.detach() if self.detach_anchor else tokens
+                video_e = model.embed_video_tokens(anchor_tokens)
                 text_e, hidden = model.encode_text(batch["caption_ids"], batch["caption_mask"], return_hidden=True)
                 if self.retrieval_weight:
                     anchor = losses.info_nce(video_e, text_e, self.tau)
@@ -295,7 +302,7 @@ class QAObjective(nn.Module):
                     n = self.rerank_captions or len(text_e)  # the first n captions, against every clip
                     cosine = (text_e[:n] @ video_e.T).detach()  # (n captions, B clips)
                     groups = in_batch_groups(cosine, batch["caption_ids"], self.rerank_group)
-                    rerank = rerank_losses(model, tokens[groups], hidden[:n], batch["caption_mask"][:n],
+                    rerank = rerank_losses(model, anchor_tokens[groups], hidden[:n], batch["caption_mask"][:n],
                                            cosine.gather(1, groups))
         else:
             tokens = batch["video_tokens"]  # (B, K, C) cached fp16; the model casts them

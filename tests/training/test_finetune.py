@@ -340,6 +340,26 @@ def test_retrieval_anchor_starts_at_its_step(world, tmp_path):
     assert json.loads((out / "run_config.json").read_text())["retrieval_from_step"] == 2
 
 
+def test_a_detached_anchor_trains_the_projection_and_re_ranker_not_the_tower(world, tmp_path):
+    from training.cli_finetune import main
+
+    before = load_file(str(world.checkpoint / "model.safetensors"))
+    changed = {}
+    for detach in (True, False):
+        out = tmp_path / f"detach-{detach}"
+        # The open questions weigh 0 and nothing decays: only the anchor and the re-ranker can move a weight.
+        code = main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out", str(out),
+                     "--no-freeze-video", "--per-clip", "--retrieval-weight", "1", "--rerank-weight", "1",
+                     "--rerank-group", "2", "--question-type-weight", "color=0", "--weight-decay", "0",
+                     "--max-steps", "2", "--batch-size", "3", "--lr", "1e-3", "--warmup-steps", "0",
+                     "--workers", "0", "--no-cache", "--quiet"] + (["--detach-anchor"] if detach else []))
+        assert code == 0
+        after = load_file(str(out / "final" / "model.safetensors"))
+        changed[detach] = {n.split(".")[0] for n in before if not torch.equal(before[n], after[n])}
+    assert changed[True] >= {"video_proj", "match_head", "fusion"} and "video_encoder" not in changed[True]
+    assert "video_encoder" in changed[False]  # the same run with the anchor's gradient into the tower
+
+
 def test_in_batch_groups_put_the_own_clip_first_then_the_closest_others():
     cosine = torch.tensor([[0.9, 0.5, 0.8, 0.1],
                            [0.2, 0.7, 0.3, 0.6],
@@ -532,7 +552,8 @@ def test_finetune_flags_that_need_another_flag_are_refused():
     from training.cli_finetune import parse_args
 
     base = ["--task", "open-qa", "--data", "d", "--out", "o"]
-    for extra in (["--rerank-captions", "4"], ["--retrieval-from-step", "10"], ["--answered-keep", "0"]):
+    for extra in (["--rerank-captions", "4"], ["--retrieval-from-step", "10"], ["--answered-keep", "0"],
+                  ["--detach-anchor"]):
         with pytest.raises(SystemExit):
             parse_args(base + extra)
     assert parse_args(base + ["--rerank-weight", "1", "--rerank-captions", "4"]).rerank_captions == 4
