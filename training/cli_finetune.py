@@ -55,6 +55,7 @@ from .finetune import (
     group_by_clip,
     mine_hard_negatives,
     question_items,
+    question_subtype,
 )
 from .formats import FORMATS, read_any
 from .trainer import Trainer, resolve_device
@@ -191,7 +192,7 @@ def build_qa(args: argparse.Namespace, model: Clover, freeze: bool, cfg, out: Pa
                                cache_dir=out / "cache", max_shift=cfg.max_shift)
         samples = videos.samples
         tokens, rows = None, {i: i for i in videos.indices}
-    open_types = {q.get("subtype", q.get("type")) for s in samples for q in s.questions if not q.get("candidates")}
+    open_types = {question_subtype(q) for s in samples for q in s.questions if not q.get("candidates")}
     unknown = sorted(set(args.type_weights) - open_types)
     if unknown:  # a misspelt type would otherwise train silently unweighted
         raise SystemExit(f"clover finetune: --question-type-weight names {', '.join(unknown)}, but the open questions "

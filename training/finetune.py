@@ -94,6 +94,11 @@ def cache_video_tokens(
     return encoded.tokens, {sample: row for row, sample in enumerate(encoded.index)}
 
 
+def question_subtype(question: dict[str, Any]) -> str | None:
+    """What `--question-type-weight` keys on: the manifest's "subtype", else its "type"."""
+    return question.get("subtype", question.get("type"))
+
+
 def question_items(
     samples: list[Sample],
     rows: dict[int, int],
@@ -125,7 +130,7 @@ def question_items(
                 items.append({"row": rows[sample_index], "question": q["question"],
                               "label": index[normalise_answer(q["answer"])], "candidates": None, "qid": len(items)})
                 if type_weights:
-                    items[-1]["weight"] = type_weights.get(q.get("subtype", q.get("type")), 1.0)
+                    items[-1]["weight"] = type_weights.get(question_subtype(q), 1.0)
     return items
 
 
