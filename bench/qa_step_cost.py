@@ -13,7 +13,10 @@ builds it. Each part runs forward + backward on its own, `--repeats` times, and 
 - step: `QAObjective` with every term, forward + backward, the sum of the above plus the glue;
 - with `--answered-keep P`, also that step as `clover finetune --answered-keep P` takes it once the questions this
   checkpoint answers (p >= ANSWERED_P, here and now) are remembered as answered; the two steps are timed in
-  turn, one repeat of each at a time, so drift on a shared machine hits both alike.
+  turn, one repeat of each at a time, so drift on a shared machine hits both alike;
+- with `--compare-fusion`, the questions part, the re-rank part and the step are timed once more with the fusion
+  encoder switched to the other mode (single stream / one-way, `FusionConfig.video_attends_text`) on the same
+  weights, alternately with the checkpoint's own mode: the cost of each mode, side by side.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--rerank-group", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compare-fusion", action="store_true",
+                        help="also time the parts that fuse in the other fusion mode, alternately")
     parser.add_argument("--answered-keep", type=float,
                         help="also time the step that skips answered questions with this keep probability")
     args = parser.parse_args()
@@ -86,7 +91,7 @@ def main() -> None:
     def questions() -> None:
         model.zero_grad(set_to_none=True)
         live = tokens.clone().requires_grad_(True)
-        logits = model.open_qa_logits(live[video_index], question_texts)
+        logits = model.open_qa_logits(live, question_texts, video_index=video_index)
         F.cross_entropy(logits.float(), labels).backward()
 
     def anchor() -> None:
@@ -101,7 +106,7 @@ def main() -> None:
         text_e, hidden = model.encode_text(captions["input_ids"], captions["attention_mask"], return_hidden=True)
         cosine = text_e @ video_e.T
         groups = in_batch_groups(cosine, captions["input_ids"], args.rerank_group)
-        listwise, pointwise = rerank_losses(model, live[groups], hidden, captions["attention_mask"],
+        listwise, pointwise = rerank_losses(model, live, groups, hidden, captions["attention_mask"],
                                             cosine.gather(1, groups))
         (listwise + pointwise).backward()
 
@@ -123,6 +128,8 @@ def main() -> None:
         print(f"{name:>10} {median_seconds(fn, args.repeats):8.3f} s (forward + backward, median of {args.repeats})")
     if args.answered_keep:
         compare_answered_skip(model, batch, tokens, video_index, question_texts, labels, args, step)
+    if args.compare_fusion:
+        compare_fusion_modes(model, {"questions": questions, "re-rank": rerank, "step": step}, args.repeats)
 
 
 def compare_answered_skip(model, batch, tokens, video_index, question_texts, labels, args, full_step) -> None:
@@ -155,6 +162,34 @@ def compare_answered_skip(model, batch, tokens, video_index, question_texts, lab
     print(f"{'step':>10} {full:8.3f} s, with the skip {skipped:8.3f} s: {skipped / full:.2f}x "
           f"(alternating, median of {args.repeats})")
 
+
+
+def compare_fusion_modes(model, parts: dict, repeats: int) -> None:
+    """Each part in the checkpoint's fusion mode and in the other one, one repeat of each in turn."""
+    own = model.fusion.video_attends_text
+    name = {True: "single stream", False: "one-way"}
+
+    def in_mode(fn, video_attends_text):
+        def run() -> None:
+            model.fusion.video_attends_text = video_attends_text
+            try:
+                fn()
+            finally:
+                model.fusion.video_attends_text = own
+        return run
+
+    for part, fn in parts.items():
+        times = {True: [], False: []}
+        for mode in times:
+            in_mode(fn, mode)()  # warm-up
+        for _ in range(repeats):
+            for mode, measured in times.items():
+                start = time.perf_counter()
+                in_mode(fn, mode)()
+                measured.append(time.perf_counter() - start)
+        single, one_way = statistics.median(times[True]), statistics.median(times[False])
+        print(f"{part:>10} {name[True]} {single:8.3f} s, {name[False]} {one_way:8.3f} s: {one_way / single:.2f}x "
+              f"(alternating, median of {repeats}; the checkpoint's own mode: {name[own]})")
 
 if __name__ == "__main__":
     main()

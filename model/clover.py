@@ -36,7 +36,8 @@ class Clover(nn.Module):
         hidden = bert_cfg.hidden_size
         self.fusion = FusionEncoder(bert_cfg, config.fusion.num_layers, self.video_encoder.out_dim,
                                     self.video_encoder.token_grid,
-                                    clip_dim=config.embed_dim if config.fusion.clip_token else None)
+                                    clip_dim=config.embed_dim if config.fusion.clip_token else None,
+                                    video_attends_text=config.fusion.video_attends_text)
         if config.fusion.init_from_text:
             self.fusion.init_from_text_layers(self.text_encoder.encoder.layer)
 
@@ -88,8 +89,20 @@ class Clover(nn.Module):
         return F.normalize(self.video_proj(tokens), dim=-1)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_hidden: bool = False):
-        """input_ids, attention_mask [B, L] -> unit embedding [B, D] (and hidden states [B, L, H])."""
-        hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        """input_ids, attention_mask [B, L] -> unit embedding [B, D] (and hidden states [B, L, H]).
+
+        Repeated rows are encoded once while no dropout is active: a QA batch asks the same templated questions
+        of many clips (synthworld: about 110 distinct questions among a batch's 190)."""
+        rows = torch.cat([input_ids, attention_mask.to(input_ids.dtype)], dim=1)
+        dropout_active = self.text_encoder.training and self.config.text.dropout > 0
+        unique, inverse = (rows, None) if dropout_active else torch.unique(rows, dim=0, return_inverse=True)
+        if len(unique) < len(rows):
+            first = torch.full((len(unique),), len(rows), device=rows.device).scatter_reduce(
+                0, inverse, torch.arange(len(rows), device=rows.device), "amin")  # a row of each distinct text
+            hidden = self.text_encoder(input_ids=input_ids[first], attention_mask=attention_mask[first])
+            hidden = hidden.last_hidden_state[inverse]
+        else:
+            hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         embedding = F.normalize(self.text_proj(self.pool_text(hidden, attention_mask)), dim=-1)
         return (embedding, hidden) if return_hidden else embedding
 
@@ -117,11 +130,13 @@ class Clover(nn.Module):
 
     # ---- fusion ------------------------------------------------------------------------------------------
 
-    def fuse(self, video_tokens: torch.Tensor, text_hidden: torch.Tensor, text_mask: torch.Tensor):
+    def fuse(self, video_tokens: torch.Tensor, text_hidden: torch.Tensor, text_mask: torch.Tensor,
+             video_index: torch.Tensor | None = None):
         """-> (fused [B, K+L, H], pooled [B, H]); pooled is the fused text part pooled like the text tower
-        ([CLS], the paper's m_cls, or the masked mean) and feeds every head on the fusion encoder."""
+        ([CLS], the paper's m_cls, or the masked mean) and feeds every head on the fusion encoder.
+        `video_index` [B] pairs text i with clip video_index[i] of video_tokens [V, K, C] (`FusionEncoder`)."""
         clip = self.video_proj(video_tokens.to(text_hidden.dtype)) if self.config.fusion.clip_token else None
-        fused = self.fusion(video_tokens, text_hidden, text_mask, clip)
+        fused = self.fusion(video_tokens, text_hidden, text_mask, clip, video_index)
         return fused, self.pool_text(fused[:, video_tokens.shape[1]:], text_mask)
 
     def add_clip_token(self) -> None:
@@ -151,10 +166,14 @@ class Clover(nn.Module):
         """Pooled fused state -> [B, 2] (no match, match) for video-text matching."""
         return self.match_head(cls)
 
-    def _fuse_texts(self, video_tokens: torch.Tensor, texts: dict) -> torch.Tensor:
+    def _fuse_texts(self, video_tokens: torch.Tensor, texts: dict, video_index: torch.Tensor | None = None,
+                    text_hidden: torch.Tensor | None = None):
+        """`text_hidden`: the texts' text-tower states when the caller already has them."""
         video_tokens = video_tokens.to(self.device, dtype=next(self.fusion.parameters()).dtype)
-        _, hidden = self.encode_text(texts["input_ids"], texts["attention_mask"], return_hidden=True)
-        return self.fuse(video_tokens, hidden, texts["attention_mask"])[1]
+        hidden = text_hidden
+        if hidden is None:
+            _, hidden = self.encode_text(texts["input_ids"], texts["attention_mask"], return_hidden=True)
+        return self.fuse(video_tokens, hidden, texts["attention_mask"], video_index)[1]
 
     # ---- inference from cached video tokens (re-ranking and QA) -----------------------------------------
 
@@ -179,11 +198,17 @@ class Clover(nn.Module):
         """The score re-ranked results are ordered by: match log-odds + weight x dual cosine (config.heads)."""
         return match_log_odds + self.config.heads.rerank_cosine_weight * cosine
 
-    def open_qa_logits(self, video_tokens: torch.Tensor, texts: dict) -> torch.Tensor:
+    def open_qa_logits(self, video_tokens: torch.Tensor, texts: dict, video_index: torch.Tensor | None = None,
+                       text_hidden: torch.Tensor | None = None):
+        """-> [B, num_answers]; `video_index` [B] asks question i of clip video_index[i] (several per clip);
+        `text_hidden` [B, L, H]: the questions' text-tower states when the caller has them (`QuestionStates`)."""
         if self.qa_head is None:
             raise RuntimeError("this checkpoint has no open-ended QA head (fine-tune with `clover finetune --task open-qa`)")
-        cls = self._fuse_texts(video_tokens, texts)
-        return self.qa_head(cls, video_tokens.to(cls.device) if self.config.heads.qa_video_skip else None)
+        cls = self._fuse_texts(video_tokens, texts, video_index, text_hidden)
+        if not self.config.heads.qa_video_skip:
+            return self.qa_head(cls, None)
+        video_tokens = video_tokens.to(cls.device)
+        return self.qa_head(cls, video_tokens if video_index is None else video_tokens[video_index])
 
     @torch.no_grad()
     def answer_open(self, video_tokens: torch.Tensor, questions: list[str]) -> torch.Tensor:

@@ -62,6 +62,11 @@ class FusionConfig:
     # One more video position holding the clip embedding (the video head's output): a clip-level summary the
     # fusion layers can read directly (`clover finetune --clip-token` adds it to a pretrained model).
     clip_token: bool = False
+    # False: video positions attend to video positions only, text positions to both (one-way fusion). A clip's
+    # video states are then the same whatever text it is fused with, so they are computed once per clip for all
+    # the questions or captions fused with it (`FusionEncoder.forward`'s video_index). True is the paper's
+    # single stream.
+    video_attends_text: bool = True
 
 
 @dataclass

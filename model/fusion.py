@@ -3,6 +3,10 @@
 Video tokens are projected to the text width and given learned spatial and temporal position embeddings and a
 token-type embedding, then LayerNorm, as in the released code. The transformer layers are BERT layers, started
 as copies of the text encoder's first layers so fusion begins from language knowledge instead of noise.
+
+One-way fusion (`video_attends_text=False`) keeps the video positions from attending to the text: the text
+still reads the video in every layer, but a clip's video states no longer depend on the text, so a clip fused
+with several texts (a QA batch's questions, a re-ranker's captions) runs its video positions once.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer
@@ -19,8 +24,9 @@ VIDEO_TOKEN_TYPE = 1  # text tokens keep BERT's type 0
 
 class FusionEncoder(nn.Module):
     def __init__(self, bert_cfg: BertConfig, num_layers: int, video_dim: int, token_grid: tuple[int, int, int],
-                 clip_dim: int | None = None):
+                 clip_dim: int | None = None, video_attends_text: bool = True):
         super().__init__()
+        self.video_attends_text = video_attends_text
         hidden = bert_cfg.hidden_size
         grid_t, grid_h, grid_w = token_grid
         self.token_grid = token_grid
@@ -62,23 +68,58 @@ class FusionEncoder(nn.Module):
 
     def forward(
         self, video_tokens: torch.Tensor, text_hidden: torch.Tensor, text_mask: torch.Tensor,
-        clip: torch.Tensor | None = None,
+        clip: torch.Tensor | None = None, video_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """-> fused [B, K+L, H]: video positions first, then the text positions. With a clip token (`clip`
-        [B, D], the clip's un-normalised embedding) it is attended to as one more video position and left out
-        of the output, so positions are the same either way."""
-        video = self.embed_video(video_tokens.to(text_hidden.dtype))  # (B, K, H)
+        [V, D], the clip's un-normalised embedding) it is attended to as one more video position and left out
+        of the output, so positions are the same either way.
+
+        `video_index` [B] fuses text row i with clip video_index[i] of video_tokens [V, K, C] (several texts per
+        clip); without it V = B and row i goes with clip i."""
+        video = self.embed_video(video_tokens.to(text_hidden.dtype))  # (V, K, H)
         if self.clip_proj is not None:
             if clip is None:
                 raise ValueError("this fusion encoder has a clip token: pass the clip embedding")
             clip_token = self.clip_proj(clip.to(text_hidden.dtype)) + self.token_type.weight[VIDEO_TOKEN_TYPE]
-            video = torch.cat([clip_token[:, None], video], dim=1)  # (B, 1+K, H)
+            video = torch.cat([clip_token[:, None], video], dim=1)  # (V, 1+K, H)
         num_video = video.shape[1]
-        hidden = torch.cat([video, text_hidden], dim=1)  # (B, K+L, H)
+        # Additive key mask over [video ; text], broadcast over heads and queries: padding is never attended to.
         keep = torch.cat([text_mask.new_ones(text_mask.shape[0], num_video), text_mask], dim=1)
-        # Additive mask, broadcast over heads and queries: padding text tokens are never attended to.
-        additive = (1.0 - keep[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
-        for layer in self.layers:
-            out = layer(hidden, attention_mask=additive)
-            hidden = out[0] if isinstance(out, tuple) else out
+        additive = (1.0 - keep[:, None, None, :].to(video.dtype)) * torch.finfo(video.dtype).min
+        if self.video_attends_text:
+            hidden = torch.cat([video if video_index is None else video[video_index], text_hidden], dim=1)
+            for layer in self.layers:
+                out = layer(hidden, attention_mask=additive)
+                hidden = out[0] if isinstance(out, tuple) else out
+        else:
+            hidden = self._one_way(video, text_hidden, additive, video_index)
         return hidden if self.clip_proj is None else hidden[:, 1:]
+
+    def _one_way(self, video: torch.Tensor, text: torch.Tensor, additive: torch.Tensor,
+                 video_index: torch.Tensor | None) -> torch.Tensor:
+        """Each layer runs the V clips' video positions over themselves, then the B texts' positions over
+        [their clip's video keys ; their own keys]: the single-stream layer with the video-to-text block masked."""
+        for layer in self.layers:
+            next_video, (video_keys, video_values) = attend(layer, video)
+            if video_index is not None:
+                video_keys, video_values = video_keys[video_index], video_values[video_index]
+            text, _ = attend(layer, text, additive, prefix=(video_keys, video_values))
+            video = next_video
+        return torch.cat([video if video_index is None else video[video_index], text], dim=1)
+
+
+def attend(layer: BertLayer, hidden: torch.Tensor, additive: torch.Tensor | None = None,
+           prefix: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """One BertLayer over hidden [N, L, H] whose queries also see `prefix` (keys, values) [N, heads, P, d], with
+    its own weights -> (output [N, L, H], (keys, values) of hidden's positions). `additive` masks [prefix ; L]."""
+    attention = layer.attention.self
+    split = lambda x: x.view(*x.shape[:2], attention.num_attention_heads, -1).transpose(1, 2)  # noqa: E731
+    query, key, value = split(attention.query(hidden)), split(attention.key(hidden)), split(attention.value(hidden))
+    own = (key, value)
+    if prefix is not None:
+        key, value = torch.cat([prefix[0], key], dim=2), torch.cat([prefix[1], value], dim=2)
+    dropout = attention.dropout.p if attention.training else 0.0
+    context = F.scaled_dot_product_attention(query, key, value, attn_mask=additive, dropout_p=dropout,
+                                             scale=attention.scaling)
+    attended = layer.attention.output(context.transpose(1, 2).flatten(2), hidden)
+    return layer.output(layer.intermediate(attended), attended), own

@@ -236,6 +236,34 @@ class QACollator:
 # ---- QA objective -----------------------------------------------------------------------------------------
 
 
+class QuestionStates:
+    """The frozen text tower's states of each distinct question, computed the first time it is asked.
+
+    Exact only while the tower cannot change or draw noise, so `__call__` answers None (the caller encodes as
+    usual) when any text-tower weight trains or its dropout is active. A few hundred templated questions
+    (synthworld's 396) cost a few MB, and a batch's ~190 questions then need no text-tower pass at all."""
+
+    def __init__(self):
+        self.states: dict[tuple[int, ...], torch.Tensor] = {}  # question's token ids -> (its length, H)
+
+    def __call__(self, model: Clover, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        tower = model.text_encoder
+        if any(p.requires_grad for p in tower.parameters()) or (tower.training and model.config.text.dropout > 0):
+            return None
+        lengths = attention_mask.sum(dim=1).tolist()
+        keys = [tuple(ids[:n].tolist()) for ids, n in zip(input_ids, lengths, strict=True)]
+        new = [i for i, key in enumerate(keys) if key not in self.states]  # `encode_text` encodes repeats once
+        if new:
+            with torch.no_grad():
+                _, hidden = model.encode_text(input_ids[new], attention_mask[new], return_hidden=True)
+            for row, i in enumerate(new):
+                self.states.setdefault(keys[i], hidden[row, : lengths[i]].clone())
+        out = input_ids.new_zeros((*input_ids.shape, tower.config.hidden_size), dtype=next(tower.parameters()).dtype)
+        for i, key in enumerate(keys):  # padding positions stay 0: they are masked as keys and never pooled
+            out[i, : lengths[i]] = self.states[key]
+        return out
+
+
 class QAObjective(nn.Module):
     """Cross-entropy over the answer vocabulary (open) and over candidates (multiple choice), batch-averaged.
 
@@ -268,6 +296,9 @@ class QAObjective(nn.Module):
     `detach_anchor` gives the anchor and the re-ranker the video tower's tokens detached: they train the video
     projection and the fusion encoder to follow the tower, and the tower learns from the questions alone. Both
     terms can then run from the first step (a tower gradient from them keeps a young tower from learning shape).
+
+    While the text tower is frozen and deterministic (QA fine-tuning freezes it), each distinct question's text
+    states are computed once and kept (`QuestionStates`): templated questions recur in every batch.
     """
 
     def __init__(self, retrieval_weight: float = 0.0, tau: float = RETRIEVAL_TAU, open_gamma: float = 0.0,
@@ -287,6 +318,7 @@ class QAObjective(nn.Module):
         # p(true answer) when each question was last fused, 0 = never fused. A plain CPU tensor, not a buffer:
         # DDP would overwrite a buffer with rank 0's; the Trainer saves it through `training_state`.
         self.last_answer_p = torch.zeros(num_questions if answered_keep < 1.0 else 0)
+        self.question_states = QuestionStates()
 
     def set_step(self, step: int) -> None:
         """The optimizer step about to run (0-based), for terms that start later in the schedule."""
@@ -307,13 +339,16 @@ class QAObjective(nn.Module):
                     n = self.rerank_captions or len(text_e)  # the first n captions, against every clip
                     cosine = (text_e[:n] @ video_e.T).detach()  # (n captions, B clips)
                     groups = in_batch_groups(cosine, batch["caption_ids"], self.rerank_group)
-                    rerank = rerank_losses(model, anchor_tokens[groups], hidden[:n], batch["caption_mask"][:n],
+                    rerank = rerank_losses(model, anchor_tokens, groups, hidden[:n], batch["caption_mask"][:n],
                                            cosine.gather(1, groups))
         else:
             tokens = batch["video_tokens"]  # (B, K, C) cached fp16; the model casts them
-        if "video_index" in batch:  # clip-grouped batch: one row per question
-            tokens = tokens[batch["video_index"]]
-        batch_size = tokens.shape[0]
+        # Row i's clip: clip-grouped batches hold one row per question; questions are fused with the clip's
+        # tokens by index, so a one-way fusion encoder runs each clip's video positions once.
+        row_clip = batch.get("video_index")
+        if row_clip is None:
+            row_clip = torch.arange(tokens.shape[0], device=tokens.device)
+        batch_size = row_clip.shape[0]
         terms: dict[str, torch.Tensor] = {}
         total = tokens.new_zeros((), dtype=torch.float32)
 
@@ -327,7 +362,8 @@ class QAObjective(nn.Module):
         if open_rows.numel():
             labels = batch["open_labels"][open_rows]
             texts = {"input_ids": batch["input_ids"][open_rows], "attention_mask": batch["attention_mask"][open_rows]}
-            logits = model.open_qa_logits(tokens[open_rows], texts)  # (n, A)
+            hidden = self.question_states(model, texts["input_ids"], texts["attention_mask"])
+            logits = model.open_qa_logits(tokens, texts, video_index=row_clip[open_rows], text_hidden=hidden)
             per_question = losses.focal_mlm(logits, labels, self.open_gamma, reduction="none")
             if "question_weights" in batch:  # per question type (`question_items`' type_weights)
                 type_weight = batch["question_weights"][open_rows].to(per_question)
@@ -347,7 +383,7 @@ class QAObjective(nn.Module):
             texts = model.choice_texts([batch["questions"][i] for i in members],
                                        [batch["candidates"][i] for i in members])
             index = torch.tensor(members, device=tokens.device)
-            logits = model.choice_logits(tokens[index], texts, len(batch["candidates"][members[0]]))  # (n, C)
+            logits = model.choice_logits(tokens[row_clip[index]], texts, len(batch["candidates"][members[0]]))  # (n, C)
             choice_sum = choice_sum + F.cross_entropy(logits.float(), batch["choice_labels"][index], reduction="sum")
         if choice_rows:
             total = total + choice_sum
@@ -489,7 +525,8 @@ class RerankObjective(nn.Module):
             video_e = F.normalize(model.video_proj(tokens.flatten(0, 1)), dim=-1).view(batch_size, group, -1)
         text_e, hidden = model.encode_text(batch["input_ids"], mask, return_hidden=True)
         cosine = torch.einsum("bd,bgd->bg", text_e.detach(), video_e)  # (B, G)
-        listwise, pointwise = rerank_losses(model, tokens, hidden, mask, cosine)
+        groups = torch.arange(batch_size * group, device=tokens.device).view(batch_size, group)
+        listwise, pointwise = rerank_losses(model, tokens.flatten(0, 1), groups, hidden, mask, cosine)
         loss, terms = listwise + pointwise, {"listwise": listwise.detach(), "matching": pointwise.detach()}
         if self.qa_weight and "qa" in batch:
             qa_loss, qa_terms = self.qa(model, batch["qa"])
@@ -498,13 +535,15 @@ class RerankObjective(nn.Module):
         return loss, terms
 
 
-def rerank_losses(model: Clover, tokens: torch.Tensor, text_hidden: torch.Tensor, mask: torch.Tensor,
-                  cosine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def rerank_losses(model: Clover, tokens: torch.Tensor, groups: torch.Tensor, text_hidden: torch.Tensor,
+                  mask: torch.Tensor, cosine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(listwise, pointwise) re-ranking losses of B captions, each fused with a group of G videos whose column 0
-    is its own: tokens (B, G, K, C), the captions' text states (B, L, H) and mask (B, L), the dual cosines (B, G)."""
-    batch_size, group = tokens.shape[:2]
-    fused = model.fuse(tokens.flatten(0, 1), text_hidden.repeat_interleave(group, dim=0),
-                       mask.repeat_interleave(group, dim=0))[1]
+    is its own: tokens (V, K, C) of V clips, groups (B, G) indices into them, the captions' text states (B, L, H)
+    and mask (B, L), the dual cosines (B, G)."""
+    batch_size, group = groups.shape
+    clips, pair_clip = groups.flatten().unique(return_inverse=True)  # only the clips in some group are fused
+    fused = model.fuse(tokens[clips], text_hidden.repeat_interleave(group, dim=0),
+                       mask.repeat_interleave(group, dim=0), video_index=pair_clip)[1]
     logits = model.match_logits(fused).float()  # (B*G, 2)
     log_odds = (logits[:, 1] - logits[:, 0]).view(batch_size, group)
     target = torch.zeros(batch_size, dtype=torch.long, device=tokens.device)  # the true video is column 0

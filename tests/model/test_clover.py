@@ -185,6 +185,87 @@ def test_clip_token_is_one_more_video_position_and_survives_a_checkpoint(tmp_pat
                                model.fuse(tokens, hidden, text["attention_mask"])[1])
 
 
+def test_repeated_texts_are_encoded_once_with_the_same_states_and_gradients():
+    torch.manual_seed(0)
+    model = tiny_model(text={**TINY_OVERRIDES["text"], "dropout": 0.0}).train()
+    texts = model.tokenize(["how many objects?", "what shape is the red object?", "how many objects?"])
+    calls = []
+    hook = model.text_encoder.register_forward_hook(lambda module, args, kwargs, out: calls.append(
+        len(kwargs["input_ids"])), with_kwargs=True)
+    embedding, hidden = model.encode_text(texts["input_ids"], texts["attention_mask"], return_hidden=True)
+    real = texts["attention_mask"][..., None]  # padding states are not compared: one-by-one texts have none
+    (embedding.sum() + (hidden * real).square().sum()).backward()
+    deduplicated = {n: p.grad.clone() for n, p in model.text_encoder.named_parameters() if p.grad is not None}
+    assert calls == [2]
+    model.zero_grad()
+    one_by_one = [model.encode_text(texts["input_ids"][i : i + 1], texts["attention_mask"][i : i + 1],
+                                    return_hidden=True) for i in range(3)]
+    for i, (_, h) in enumerate(one_by_one):
+        torch.testing.assert_close(hidden[i, : h.shape[1]], h[0])
+    sum(e.sum() + (h * real[i]).square().sum() for i, (e, h) in enumerate(one_by_one)).backward()
+    for name, grad in deduplicated.items():
+        torch.testing.assert_close(grad, model.text_encoder.get_parameter(name).grad, rtol=1e-4, atol=1e-4, msg=name)
+    hook.remove()
+    dropped = tiny_model(text={**TINY_OVERRIDES["text"], "dropout": 0.5}).train()
+    _, hidden = dropped.encode_text(texts["input_ids"], texts["attention_mask"], return_hidden=True)
+    assert not torch.allclose(hidden[0], hidden[2])  # dropout draws its own noise per row
+
+
+def one_way_reference(model, tokens, hidden, mask):
+    """One-way fusion written as the single-stream BertLayers with the video-to-text attention block masked."""
+    fusion = model.fusion
+    video = fusion.embed_video(tokens)
+    clip = fusion.clip_proj(model.video_proj(tokens)) + fusion.token_type.weight[1]
+    video = torch.cat([clip[:, None], video], dim=1)
+    k = video.shape[1]
+    keep = torch.cat([torch.ones(len(mask), k), mask.float()], dim=1)  # (B, K+L) keys
+    allowed = keep[:, None, None, :].repeat(1, 1, k + mask.shape[1], 1)
+    allowed[:, :, :k, k:] = 0  # video queries never see text keys
+    additive = (1.0 - allowed) * torch.finfo(torch.float32).min
+    states = torch.cat([video, hidden], dim=1)
+    for layer in fusion.layers:
+        states = layer(states, attention_mask=additive)
+        states = states[0] if isinstance(states, tuple) else states
+    return states[:, 1:]
+
+
+def test_one_way_fusion_is_the_single_stream_with_video_to_text_masked_and_shares_each_clip(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_model(fusion={"video_attends_text": False, "clip_token": True}).eval()
+    tokens = torch.randn(2, *model.video_token_shape)
+    text = model.tokenize(["a red circle", "a blue square grows", "what shape is the small object?"])
+    with torch.no_grad():
+        _, hidden = model.encode_text(text["input_ids"], text["attention_mask"], return_hidden=True)
+    clip_of_text = torch.tensor([1, 0, 1])
+    fused, pooled = model.fuse(tokens, hidden, text["attention_mask"], video_index=clip_of_text)
+    k = model.video_token_shape[0]
+    reference = one_way_reference(model, tokens[clip_of_text], hidden, text["attention_mask"])
+    torch.testing.assert_close(fused, reference)
+    torch.testing.assert_close(fused[0, :k], fused[2, :k])  # a clip's video states whatever the text
+    # The shared clip gets the gradient the expanded batch gives it.
+    live = tokens.clone().requires_grad_(True)
+    model.fuse(live, hidden, text["attention_mask"], video_index=clip_of_text)[1].square().sum().backward()
+    expanded = tokens.clone().requires_grad_(True)
+    model.fuse(expanded[clip_of_text], hidden, text["attention_mask"])[1].square().sum().backward()
+    torch.testing.assert_close(live.grad, expanded.grad)
+    loaded = Clover.from_pretrained(model.save_pretrained(tmp_path / "ckpt")).eval()
+    assert not loaded.config.fusion.video_attends_text
+    torch.testing.assert_close(loaded.fuse(tokens, hidden, text["attention_mask"], video_index=clip_of_text)[1],
+                               pooled)
+
+
+def test_video_index_pairs_each_text_with_its_clip_in_the_single_stream(model):
+    tokens = torch.randn(2, *model.video_token_shape)
+    text = model.tokenize(["a red circle", "a blue square grows", "a cross"])
+    _, hidden = model.encode_text(text["input_ids"], text["attention_mask"], return_hidden=True)
+    clip_of_text = torch.tensor([1, 1, 0])
+    torch.testing.assert_close(model.fuse(tokens, hidden, text["attention_mask"], video_index=clip_of_text)[0],
+                               model.fuse(tokens[clip_of_text], hidden, text["attention_mask"])[0])
+    with pytest.raises(AssertionError):  # the single stream's video states do depend on the text
+        torch.testing.assert_close(model.fuse(tokens[[1, 1]], hidden[:2], text["attention_mask"][:2])[0][0, :5],
+                                   model.fuse(tokens[[1, 1]], hidden[:2], text["attention_mask"][:2])[0][1, :5])
+
+
 def test_conv_stem_keeps_the_token_grid_and_its_statistics_survive_a_checkpoint(tmp_path):
     torch.manual_seed(0)
     patch, conv = tiny_model().eval(), tiny_model(video={**TINY_OVERRIDES["video"], "stem": "conv"})

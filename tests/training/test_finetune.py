@@ -22,6 +22,7 @@ from training.finetune import (
     RetrievalObjective,
     build_answer_vocab,
     cache_video_tokens,
+    freeze_text,
     freeze_video,
     in_batch_groups,
     mine_hard_negatives,
@@ -264,7 +265,7 @@ def test_rerank_with_questions_adds_the_weighted_qa_loss_of_the_own_videos():
     assert "qa" not in collate([dataset[1]])  # no questions in the batch: re-ranking alone
 
 
-def test_clip_grouped_batches_encode_each_clip_once_and_give_the_same_loss(world):
+def test_clip_grouped_batches_encode_each_clip_once_and_give_the_same_loss_in_either_fusion_mode(world):
     model = Clover.from_pretrained(world.checkpoint)
     model.set_answer_vocab(["red", "blue", "green"])
     samples = [Sample(f"v{i}", str(world.root / "videos" / f"v{i}.mp4"), [],
@@ -280,9 +281,44 @@ def test_clip_grouped_batches_encode_each_clip_once_and_give_the_same_loss(world
     for key in ("input_ids", "open_labels", "choice_labels"):
         assert torch.equal(per_clip[key], per_question[key]), key
     model.eval()  # no dropout: the two batches are the same questions on the same tokens
-    loss_grouped, _ = QAObjective()(model, per_clip)
-    loss_flat, _ = QAObjective()(model, per_question)
-    assert loss_grouped.item() == pytest.approx(loss_flat.item(), rel=1e-5)
+    for video_attends_text in (True, False):  # the single stream, and one-way fusion (each clip's video run once)
+        model.fusion.video_attends_text = model.config.fusion.video_attends_text = video_attends_text
+        loss_grouped, _ = QAObjective()(model, per_clip)
+        loss_flat, _ = QAObjective()(model, per_question)
+        assert loss_grouped.item() == pytest.approx(loss_flat.item(), rel=1e-5), video_attends_text
+
+
+def test_question_states_are_encoded_once_while_the_text_tower_is_frozen_with_the_same_loss_and_gradients(world):
+    model = Clover.from_pretrained(world.checkpoint)
+    model.set_answer_vocab(["red", "blue", "green"])
+    phrasings = ["what color is the circle?", "which color does it have?", "what color is the circle?"]
+    asked = [open_q(c) | {"question": q} for c, q in zip(COLORS[:3], phrasings, strict=True)]
+    samples = [Sample(f"v{i}", str(world.root / "videos" / f"v{i}.mp4"), [], [asked[i], open_q(COLORS[i + 1])])
+               for i in range(3)]
+    tokens, rows = cache_video_tokens(model, samples, batch_size=4)
+    batch = QACollator(tokens, model.tokenizer, model.config.text.max_length)(
+        question_items(samples, rows, model.answer_vocab, choice_questions=False))
+    model.eval()
+    objective = QAObjective()
+    encoded = []
+    model.text_encoder.register_forward_hook(lambda module, args, kwargs, out: encoded.append(
+        len(kwargs["input_ids"])), with_kwargs=True)
+
+    def fusion_grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.fusion.parameters() if p.grad is not None]
+
+    trainable = objective(model, batch)[0]  # a text tower that trains: encoded every step, nothing kept
+    expected = fusion_grads(trainable)
+    assert encoded == [2] and not objective.question_states.states  # 6 questions, 2 distinct (`encode_text`)
+    freeze_text(model)
+    first = objective(model, batch)[0]
+    assert encoded == [2, 2]  # the two distinct questions, kept
+    torch.testing.assert_close(fusion_grads(first), expected)
+    second = objective(model, batch)[0]
+    assert encoded == [2, 2] and len(objective.question_states.states) == 2  # no text-tower pass
+    assert first.item() == pytest.approx(trainable.item(), rel=1e-5) and second.item() == first.item()
 
 
 def test_focal_open_qa_term_equals_a_loop_over_questions(world):
