@@ -240,10 +240,13 @@ class QuestionStates:
     """The frozen text tower's states of each distinct question, computed the first time it is asked.
 
     Exact only while the tower cannot change or draw noise, so `__call__` answers None (the caller encodes as
-    usual) when any text-tower weight trains or its dropout is active. A few hundred templated questions
-    (synthworld's 396) cost a few MB, and a batch's ~190 questions then need no text-tower pass at all."""
+    usual) when any text-tower weight trains or its dropout is active. Templated questions (synthworld asks 396)
+    cost a few MB, and a batch's ~190 questions then need no text-tower pass at all; free-form questions beyond
+    `max_questions` are encoded each time they are asked, so memory stays bounded (about 25 KB a question at
+    16 tokens x 384)."""
 
-    def __init__(self):
+    def __init__(self, max_questions: int = 8192):
+        self.max_questions = max_questions
         self.states: dict[tuple[int, ...], torch.Tensor] = {}  # question's token ids -> (its length, H)
 
     def __call__(self, model: Clover, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
@@ -253,14 +256,17 @@ class QuestionStates:
         lengths = attention_mask.sum(dim=1).tolist()
         keys = [tuple(ids[:n].tolist()) for ids, n in zip(input_ids, lengths, strict=True)]
         new = [i for i, key in enumerate(keys) if key not in self.states]  # `encode_text` encodes repeats once
+        fresh = {}
         if new:
             with torch.no_grad():
                 _, hidden = model.encode_text(input_ids[new], attention_mask[new], return_hidden=True)
             for row, i in enumerate(new):
-                self.states.setdefault(keys[i], hidden[row, : lengths[i]].clone())
+                fresh[keys[i]] = hidden[row, : lengths[i]]
+                if len(self.states) < self.max_questions:
+                    self.states.setdefault(keys[i], fresh[keys[i]].clone())
         out = input_ids.new_zeros((*input_ids.shape, tower.config.hidden_size), dtype=next(tower.parameters()).dtype)
         for i, key in enumerate(keys):  # padding positions stay 0: they are masked as keys and never pooled
-            out[i, : lengths[i]] = self.states[key]
+            out[i, : lengths[i]] = self.states[key] if key in self.states else fresh[key]
         return out
 
 

@@ -16,6 +16,7 @@ from training.finetune import (
     QACollator,
     QAObjective,
     QuestionDataset,
+    QuestionStates,
     RerankCollator,
     RerankDataset,
     RerankObjective,
@@ -319,6 +320,10 @@ def test_question_states_are_encoded_once_while_the_text_tower_is_frozen_with_th
     second = objective(model, batch)[0]
     assert encoded == [2, 2] and len(objective.question_states.states) == 2  # no text-tower pass
     assert first.item() == pytest.approx(trainable.item(), rel=1e-5) and second.item() == first.item()
+    objective.question_states = QuestionStates(max_questions=1)  # full: the other question is encoded each time
+    bounded = [objective(model, batch)[0].item() for _ in range(2)]
+    assert encoded == [2, 2, 2, 1] and len(objective.question_states.states) == 1
+    assert bounded == pytest.approx([first.item()] * 2, rel=1e-6)
 
 
 def test_focal_open_qa_term_equals_a_loop_over_questions(world):
