@@ -88,20 +88,26 @@ class Clover(nn.Module):
         """Video tokens [B, K, C] -> unit embedding [B, D]."""
         return F.normalize(self.video_proj(tokens), dim=-1)
 
+    @property
+    def text_dropout_active(self) -> bool:
+        """Whether the text tower draws dropout noise now (then equal texts do not give equal states)."""
+        return self.text_encoder.training and self.config.text.dropout > 0
+
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, return_hidden: bool = False):
         """input_ids, attention_mask [B, L] -> unit embedding [B, D] (and hidden states [B, L, H]).
 
         Repeated rows are encoded once while no dropout is active: a QA batch asks the same templated questions
         of many clips (synthworld: about 110 distinct questions among a batch's 190)."""
-        rows = torch.cat([input_ids, attention_mask.to(input_ids.dtype)], dim=1)
-        dropout_active = self.text_encoder.training and self.config.text.dropout > 0
-        unique, inverse = (rows, None) if dropout_active else torch.unique(rows, dim=0, return_inverse=True)
-        if len(unique) < len(rows):
-            first = torch.full((len(unique),), len(rows), device=rows.device).scatter_reduce(
-                0, inverse, torch.arange(len(rows), device=rows.device), "amin")  # a row of each distinct text
-            hidden = self.text_encoder(input_ids=input_ids[first], attention_mask=attention_mask[first])
-            hidden = hidden.last_hidden_state[inverse]
-        else:
+        hidden = None
+        if not self.text_dropout_active:
+            width = input_ids.shape[1]
+            rows = torch.cat([input_ids, attention_mask.to(input_ids.dtype)], dim=1)
+            unique, inverse = torch.unique(rows, dim=0, return_inverse=True)  # the distinct (ids, mask) rows
+            if len(unique) < len(rows):
+                hidden = self.text_encoder(input_ids=unique[:, :width],
+                                           attention_mask=unique[:, width:].to(attention_mask.dtype))
+                hidden = hidden.last_hidden_state[inverse]
+        if hidden is None:
             hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         embedding = F.normalize(self.text_proj(self.pool_text(hidden, attention_mask)), dim=-1)
         return (embedding, hidden) if return_hidden else embedding

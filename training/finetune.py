@@ -251,7 +251,7 @@ class QuestionStates:
 
     def __call__(self, model: Clover, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
         tower = model.text_encoder
-        if any(p.requires_grad for p in tower.parameters()) or (tower.training and model.config.text.dropout > 0):
+        if any(p.requires_grad for p in tower.parameters()) or model.text_dropout_active:
             return None
         lengths = attention_mask.sum(dim=1).tolist()
         keys = [tuple(ids[:n].tolist()) for ids, n in zip(input_ids, lengths, strict=True)]
