@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
 from .config import VideoConfig
@@ -68,7 +69,20 @@ class PoolStem(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> (B, C, T/pt, H/ph, W/pw)
-        return self.layers(x)
+        # The per-frame layers run as 2-D ops on channels-last frames: the same function (the 3-D layers keep
+        # the parameters, so checkpoints are unchanged), in 0.7x the 3-D layers' CPU time (bench/stem_speed.py).
+        b, c, t, h, w = x.shape
+        y = x.transpose(1, 2).reshape(b * t, c, h, w).contiguous(memory_format=torch.channels_last)
+        *per_frame, time_merge = self.layers
+        for layer in per_frame:
+            if isinstance(layer, nn.Conv3d):
+                y = F.conv2d(y, layer.weight.squeeze(2), layer.bias, padding=layer.padding[1:])
+            elif isinstance(layer, nn.MaxPool3d):
+                y = F.max_pool2d(y, layer.kernel_size[1:], layer.stride[1:])
+            else:
+                y = layer(y)
+        y = y.reshape(b, t, *y.shape[1:]).transpose(1, 2)  # (B, C, T, H', W')
+        return time_merge(y)
 
 
 class VideoSwinEncoder(nn.Module):

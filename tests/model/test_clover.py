@@ -308,6 +308,26 @@ def test_pool_stem_keeps_the_token_grid_ignores_a_shift_inside_a_pool_and_surviv
     assert not torch.allclose(point(c), point(e))
 
 
+def test_pool_stem_per_frame_2d_forward_equals_its_3d_layers_in_values_and_gradients():
+    from model.video_encoder import PoolStem
+
+    torch.manual_seed(0)
+    stem = PoolStem((2, 8, 8), embed_dim=8, width=4)
+    x = torch.randn(2, 3, 4, 16, 12)  # not square: a swapped height and width would show
+    reference_x, x2d = x.clone().requires_grad_(), x.clone().requires_grad_()
+    reference = stem.layers(reference_x)  # the 3-D layers that hold the parameters
+    reference.square().sum().backward()
+    reference_grads = [p.grad.clone() for p in stem.parameters()]
+    stem.zero_grad()
+    out = stem(x2d)
+    out.square().sum().backward()
+    assert out.shape == reference.shape == (2, 8, 2, 2, 1)
+    torch.testing.assert_close(out, reference)
+    torch.testing.assert_close(x2d.grad, reference_x.grad)
+    for grad, expected in zip([p.grad for p in stem.parameters()], reference_grads, strict=True):
+        torch.testing.assert_close(grad, expected)
+
+
 def test_stem_global_adds_the_stems_per_frame_max_to_every_token_and_keeps_the_grid(tmp_path):
     torch.manual_seed(0)
     video = {**TINY_OVERRIDES["video"], "stem": "pool", "stem_width": 8, "stem_global": True}
