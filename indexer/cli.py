@@ -31,6 +31,7 @@ from indexer.scan import ManifestError
 from indexer.scheduler import DecodeWorkersBroken
 from indexer.shard import local_device, parse_shard, shard_from_env, shard_index_dir
 from indexer.vectors import VectorIndexError
+from model.host_memory import keep_freed_memory
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -289,5 +290,6 @@ def _human(command: str, result: dict) -> str:
     return "\n".join(f"{key}: {value}" for key, value in result.items())
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m / torchrun -m: the batch job `clover` would start
+    keep_freed_memory()
     sys.exit(main())

@@ -22,6 +22,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("service.demo:main", "train a tiny model, index a library and serve it"),
 }
 
+# Long CPU jobs whose steps allocate the same large tensors again and again (model/host_memory.py).
+BATCH_JOBS = {"train", "finetune", "eval", "index", "demo"}
+
 
 def _usage() -> str:
     lines = ["usage: clover <command> [options]", "", "commands:"]
@@ -39,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"clover: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if name in BATCH_JOBS:
+        from model.host_memory import keep_freed_memory
+
+        keep_freed_memory()
     module_name, func_name = SUBCOMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
     return int(func(rest) or 0)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from model import Clover
+from model.host_memory import keep_freed_memory
 
 from .evaluate import evaluate, summary_lines
 from .formats import FORMATS, read_any
@@ -96,5 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m / torchrun -m: the batch job `clover` would start
+    keep_freed_memory()
     sys.exit(main())

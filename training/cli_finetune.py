@@ -29,7 +29,10 @@ import logging
 import sys
 from pathlib import Path
 
+from timm.utils import random_seed
+
 from model import Clover, create_model
+from model.host_memory import keep_freed_memory
 
 from .cli_eval import resolve_split
 from .cli_train import add_train_args, build_dataset, load_config_file, run_trainer, train_config
@@ -246,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup_steps is None and "warmup_steps" not in file_config.get("train", {}):
         cfg.warmup_steps = max(1, cfg.max_steps // 10)  # short fine-tunes: warm up over a tenth of the schedule
     info = init_distributed(str(resolve_device(cfg.device)))
+    # The seed fixes new weights and dropout too, not only the data order (DDP broadcasts rank 0's weights).
+    random_seed(cfg.seed, info.rank)
     if args.init:
         model = Clover.from_pretrained(args.init)
     else:
@@ -307,5 +312,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m / torchrun -m: the batch job `clover` would start
+    keep_freed_memory()
     sys.exit(main())

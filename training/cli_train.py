@@ -16,7 +16,10 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from timm.utils import random_seed
+
 from model import Clover, create_model
+from model.host_memory import keep_freed_memory
 
 from .data import FrameCache, TextCollator, VideoTextDataset, read_manifest, split_manifest
 from .distributed import DistInfo, barrier, cleanup, init_distributed
@@ -53,6 +56,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", help="a checkpoint directory of this run, or 'auto' for its latest")
     parser.add_argument("--no-cache", action="store_true", help="decode every clip every epoch (large corpora)")
     parser.add_argument("--cache-frames", type=int, default=16, help="frames per clip kept in the frame cache")
+    parser.add_argument("--cache-dir", help="the frame cache's folder (default: RUN/cache); runs on the same data "
+                        "can share one, which is rebuilt only when the manifest, frame count or size differ")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -97,7 +102,7 @@ def build_dataset(data: str, split: str, model: Clover, args, train: bool, seed:
     cache = None
     if not args.no_cache:
         size = model.config.image_size
-        path = cache_dir / f"{split}-{size}px-{args.cache_frames}f.npy"
+        path = Path(args.cache_dir or cache_dir) / f"{split}-{size}px-{args.cache_frames}f.npy"
 
         def build() -> FrameCache:
             return FrameCache.build(samples, path, frames=args.cache_frames, size=size,
@@ -156,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     file_config = load_config_file(args.config)
     cfg = train_config(args, file_config.get("train", {}))
     info = init_distributed(str(resolve_device(cfg.device)))
+    # The seed fixes new weights and dropout too, not only the data order (DDP broadcasts rank 0's weights).
+    random_seed(cfg.seed, info.rank)
     model = Clover.from_pretrained(args.init) if args.init else create_model(args.model, **file_config.get("model", {}))
     objective = objective_config(args.objective, **file_config.get("objective", {}))
     masker_cls = SemanticTextMasker if objective.text_masking == "semantic" else RandomTextMasker
@@ -177,5 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m / torchrun -m: the batch job `clover` would start
+    keep_freed_memory()
     sys.exit(main())

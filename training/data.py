@@ -171,7 +171,8 @@ class FrameCache:
                 valid = np.array([i not in errors for i in range(len(samples))])
                 return cls(np.load(cache_path, mmap_mode="r"), valid, errors)
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(cache_path.stem + ".tmp.npy")
+        # Per process: two runs sharing a cache folder may build it at once; each renames a whole file into place.
+        tmp = cache_path.with_name(f"{cache_path.stem}.{os.getpid()}.tmp.npy")
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), frames, size, size, 3))
         errors: dict[int, str] = {}
         jobs = [(s, frames, size) for s in samples]
@@ -187,7 +188,9 @@ class FrameCache:
         array.flush()
         del array
         os.replace(tmp, cache_path)
-        meta_path.write_text(json.dumps({"key": key, "errors": {str(k): v for k, v in errors.items()}}))
+        meta_tmp = meta_path.with_name(f"{meta_path.stem}.{os.getpid()}.tmp.json")
+        meta_tmp.write_text(json.dumps({"key": key, "errors": {str(k): v for k, v in errors.items()}}))
+        os.replace(meta_tmp, meta_path)
         if errors:
             log.warning("frame cache: %d of %d videos failed to decode and are skipped", len(errors), len(samples))
         valid = np.array([i not in errors for i in range(len(samples))])

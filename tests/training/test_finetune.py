@@ -126,6 +126,27 @@ def test_qa_finetune_lowers_the_loss_and_saves_the_vocabulary(world, tmp_path):
     assert evaluation["qa"]["action"]["num_questions"] == len(COLORS)
 
 
+def test_the_seed_reproduces_a_fine_tune_new_head_dropout_and_all(world, tmp_path):
+    from training.cli_finetune import main
+
+    def run(name: str, seed: int, global_seed: int):
+        torch.manual_seed(global_seed)  # whatever the process's RNG holds, the run's --seed decides
+        out = tmp_path / name
+        assert main(["--task", "qa", "--init", str(world.checkpoint), "--data", str(world.root), "--out", str(out),
+                     "--max-steps", "2", "--batch-size", "12", "--warmup-steps", "0", "--log-every", "1",
+                     "--token-batch-size", "4", "--seed", str(seed), "--quiet"]) == 0
+        losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return losses, load_file(str(out / "final" / "model.safetensors"))
+
+    first_losses, first = run("a", seed=3, global_seed=1)
+    again_losses, again = run("b", seed=3, global_seed=2)
+    other_losses, other = run("c", seed=4, global_seed=1)
+    assert first_losses == again_losses
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    head = [name for name in first if name.startswith("qa_head.")]
+    assert head and not all(torch.equal(first[name], other[name]) for name in head)
+
+
 def test_retrieval_finetune_runs_info_nce(world, tmp_path):
     from training.cli_finetune import main
 
@@ -363,6 +384,26 @@ def test_end_to_end_qa_per_clip_with_retrieval_anchor_trains_the_video_tower(wor
     after = load_file(str(out / "final" / "model.safetensors"))
     assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("video_encoder."))
     assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("text_encoder."))  # search's side
+
+
+def test_runs_on_the_same_data_share_one_frame_cache_folder(world, tmp_path):
+    from training.cli_finetune import main
+
+    shared = tmp_path / "frames"
+
+    def run(name: str) -> None:
+        assert main(["--task", "open-qa", "--init", str(world.checkpoint), "--data", str(world.root),
+                     "--out", str(tmp_path / name), "--no-freeze-video", "--per-clip", "--max-steps", "1",
+                     "--batch-size", "3", "--warmup-steps", "0", "--workers", "0", "--cache-dir", str(shared),
+                     "--quiet"]) == 0
+
+    run("first")
+    [cache] = shared.glob("train-*.npy")
+    built = cache.stat().st_mtime_ns
+    run("second")
+    assert cache.stat().st_mtime_ns == built  # opened, not decoded again
+    assert sorted(p.name for p in shared.iterdir()) == sorted([cache.name, cache.with_suffix(".json").name])  # no temp
+    assert not (tmp_path / "first" / "cache").exists() and not (tmp_path / "second" / "cache").exists()
 
 
 def test_retrieval_anchor_starts_at_its_step(world, tmp_path):
