@@ -12,7 +12,7 @@ builds it. Each part runs forward + backward on its own, `--repeats` times, and 
 - re-rank: `rerank_losses` over in-batch groups of `--rerank-group` clips per caption;
 - step: `QAObjective` with every term, forward + backward, the sum of the above plus the glue;
 - with `--answered-keep P`, also that step as `clover finetune --answered-keep P` takes it once the questions this
-  checkpoint answers (p >= ANSWERED_P, here and now) are remembered as answered; the two steps are timed in
+  checkpoint answers (p >= `--answered-p`, here and now) are remembered as answered; the two steps are timed in
   turn, one repeat of each at a time, so drift on a shared machine hits both alike;
 - with `--compare-fusion`, the questions part, the re-rank part and the step are timed once more with the fusion
   encoder switched to the other mode (single stream / one-way, `FusionConfig.video_attends_text`) on the same
@@ -64,6 +64,8 @@ def main() -> None:
                         help="also time the parts that fuse in the other fusion mode, alternately")
     parser.add_argument("--answered-keep", type=float,
                         help="also time the step that skips answered questions with this keep probability")
+    parser.add_argument("--answered-p", type=float, default=ANSWERED_P,
+                        help="p(true answer) at which --answered-keep counts a question answered")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = Clover.from_pretrained(args.checkpoint).train()
@@ -138,7 +140,7 @@ def compare_answered_skip(model, batch, tokens, video_index, question_texts, lab
         logits = model.open_qa_logits(tokens[video_index], question_texts).float()
     answer_p = logits.softmax(-1).gather(1, labels[:, None]).squeeze(1)
     skipping = QAObjective(retrieval_weight=1.0, open_gamma=2.0, rerank_weight=1.0, rerank_group=args.rerank_group,
-                           answered_keep=args.answered_keep, num_questions=len(labels))
+                           answered_keep=args.answered_keep, num_questions=len(labels), answered_p=args.answered_p)
     batch = {**batch, "question_ids": torch.arange(len(labels))}
     fused = []
 
@@ -157,7 +159,8 @@ def compare_answered_skip(model, batch, tokens, video_index, question_texts, lab
             fn()
             times.append(time.perf_counter() - start)
     full, skipped = statistics.median(full_times), statistics.median(skip_times)
-    print(f"answered (p >= {ANSWERED_P}): {float((answer_p >= ANSWERED_P).float().mean()):.1%} of the questions; "
+    print(f"answered (p >= {args.answered_p}): {float((answer_p >= args.answered_p).float().mean()):.1%} of the "
+          "questions; "
           f"--answered-keep {args.answered_keep} fused {statistics.mean(fused):.1%}")
     print(f"{'step':>10} {full:8.3f} s, with the skip {skipped:8.3f} s: {skipped / full:.2f}x "
           f"(alternating, median of {args.repeats})")
