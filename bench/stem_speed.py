@@ -2,6 +2,7 @@
 
     python bench/stem_speed.py --checkpoint runs/p75w/final --clips 32 --repeats 7
     python bench/stem_speed.py --config training/configs/tiny-synthworld-oneway.json --clips 32 --repeats 7
+    CLOVER_KEEP_FREED_MEMORY=0 python bench/stem_speed.py ...   # with glibc's defaults (model/host_memory.py)
 
 `PoolStem` keeps its parameters in 3-D layers (a (1, 3, 3) convolution and a (1, 2, 2) max pool per halving) and
 runs them per frame as 2-D ops on channels-last frames. This times forward + backward of the stem both ways on
@@ -23,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import Clover, create_model  # noqa: E402
+from model.host_memory import keep_freed_memory  # noqa: E402
 from model.video_encoder import PoolStem  # noqa: E402
 
 
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
+    kept = keep_freed_memory()  # as the batch programs run; CLOVER_KEEP_FREED_MEMORY=0 times glibc's defaults
     torch.manual_seed(0)
     if args.checkpoint:
         model = Clover.from_pretrained(args.checkpoint)
@@ -73,7 +76,7 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in times.items()}
     print(f"{args.clips} clips of {cfg.num_frames} x {cfg.image_size}px, stem width {cfg.video.stem_width}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}; forward + backward, median of "
-          f"{args.repeats}, alternating")
+          f"{args.repeats}, alternating; freed host memory {'kept' if kept else 'returned (glibc defaults)'}")
     print("| part | 3-D | 2-D per frame | ratio |\n| --- | ---: | ---: | ---: |")
     for part, three, two in (("stem", "stem, 3-D layers", "stem, 2-D per frame"),
                              ("tower", "tower, 3-D stem", "tower, 2-D stem")):
