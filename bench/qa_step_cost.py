@@ -33,6 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import Clover  # noqa: E402
+from model.host_memory import keep_freed_memory  # noqa: E402
 from model.transforms import VideoTransform  # noqa: E402
 from training import losses  # noqa: E402
 from training.cli_eval import resolve_split  # noqa: E402
@@ -67,6 +68,7 @@ def main() -> None:
     parser.add_argument("--answered-p", type=float, default=ANSWERED_P,
                         help="p(true answer) at which --answered-keep counts a question answered")
     args = parser.parse_args()
+    keep_freed_memory()  # as `clover finetune` runs; CLOVER_KEEP_FREED_MEMORY=0 times glibc's defaults
     torch.manual_seed(0)
     model = Clover.from_pretrained(args.checkpoint).train()
     model.text_encoder.requires_grad_(False)  # as `clover finetune` leaves it for QA
