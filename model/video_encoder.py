@@ -70,7 +70,7 @@ class PoolStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> (B, C, T/pt, H/ph, W/pw)
         # The per-frame layers run as 2-D ops on channels-last frames: the same function (the 3-D layers keep
-        # the parameters, so checkpoints are unchanged), in 0.7x the 3-D layers' CPU time (bench/stem_speed.py).
+        # the parameters, so checkpoints are unchanged), in about 0.8x the 3-D layers' time (bench/stem_speed.py).
         b, c, t, h, w = x.shape
         y = x.transpose(1, 2).reshape(b * t, c, h, w).contiguous(memory_format=torch.channels_last)
         *per_frame, time_merge = self.layers

@@ -6,7 +6,7 @@ import pytest
 
 # Allocates and frees a 64 MiB tensor 20 times after a warm-up and prints the minor page faults that took.
 PROBE = """
-import resource, sys, torch
+import resource, torch
 from model.host_memory import keep_freed_memory
 applied = keep_freed_memory()
 for _ in range(10):  # warm-up: glibc settles within a few rounds (7 here)
