@@ -161,8 +161,8 @@ def compare_answered_skip(model, batch, tokens, video_index, question_texts, lab
             fn()
             times.append(time.perf_counter() - start)
     full, skipped = statistics.median(full_times), statistics.median(skip_times)
-    print(f"answered (p >= {args.answered_p}): {float((answer_p >= args.answered_p).float().mean()):.1%} of the "
-          "questions; "
+    answered = float((answer_p >= args.answered_p).float().mean())
+    print(f"answered (p >= {args.answered_p}): {answered:.1%} of the questions; "
           f"--answered-keep {args.answered_keep} fused {statistics.mean(fused):.1%}")
     print(f"{'step':>10} {full:8.3f} s, with the skip {skipped:8.3f} s: {skipped / full:.2f}x "
           f"(alternating, median of {args.repeats})")

@@ -13,7 +13,6 @@ repeat of each at a time so that drift on a shared machine hits both alike; medi
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -26,13 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import Clover, create_model  # noqa: E402
 from model.host_memory import keep_freed_memory  # noqa: E402
 from model.video_encoder import PoolStem  # noqa: E402
+from training.cli_train import load_config_file  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint")
-    source.add_argument("--config", help="a training config whose \"model\" section overrides --model")
+    source.add_argument("--config", help="a training config (path or name) whose \"model\" section overrides --model")
     parser.add_argument("--model", default="clover-tiny")
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7)
@@ -42,7 +42,7 @@ def main() -> None:
     if args.checkpoint:
         model = Clover.from_pretrained(args.checkpoint)
     else:
-        model = create_model(args.model, **json.loads(Path(args.config).read_text()).get("model", {}))
+        model = create_model(args.model, **load_config_file(args.config).get("model", {}))
     tower = model.video_encoder.train()
     stem = tower.swin.patch_embed.proj
     if not isinstance(stem, PoolStem):
@@ -81,6 +81,7 @@ def main() -> None:
     for part, three, two in (("stem", "stem, 3-D layers", "stem, 2-D per frame"),
                              ("tower", "tower, 3-D stem", "tower, 2-D stem")):
         print(f"| {part} | {medians[three]:.3f} s | {medians[two]:.3f} s | {medians[two] / medians[three]:.2f}x |")
+
 
 if __name__ == "__main__":
     main()

@@ -2,12 +2,12 @@
 
 glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh `mmap` and unmaps it on
 free, so a CPU training step's large activations (one 32-clip layer of the video stem is 67 MB) are page-faulted
-and zeroed by the kernel again on every step. Measured on a 2-core CPU (docs/benchmarks.md, session 19), a third
-of the video tower's time went to that kernel work. With mmap and trimming off, a freed block stays in the heap
-and the next step reuses it; resident memory stays at the peak instead (2.1 GB against 1.6 GB for the tower
-bench). PyTorch's CPU performance notes suggest jemalloc or tcmalloc for the same reason; this needs neither.
+and zeroed by the kernel again on every step. Measured on a 2-core CPU (docs/benchmarks.md, session 19), about a
+quarter of the video tower bench's CPU time was that kernel work. With mmap and trimming off, a freed block stays
+in the heap and the next step reuses it; resident memory stays at the peak instead (1.7-2.1 GB against 1.6 GB
+for the tower bench). PyTorch's CPU performance notes suggest jemalloc or tcmalloc for the same reason; this needs neither.
 
-The batch programs (`clover train`, `finetune`, `eval`, `index`) call `keep_freed_memory()` once at start;
+The batch programs (`clover train`, `finetune`, `eval`, `index`, `demo`) call `keep_freed_memory()` once at start;
 `CLOVER_KEEP_FREED_MEMORY=0` turns it off. Off glibc (musl, macOS) it does nothing.
 """
 
