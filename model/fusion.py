@@ -92,20 +92,32 @@ class FusionEncoder(nn.Module):
                 out = layer(hidden, attention_mask=additive)
                 hidden = out[0] if isinstance(out, tuple) else out
         else:
-            hidden = self._one_way(video, text_hidden, additive, video_index)
+            hidden = self._one_way(video, text_hidden, text_mask, additive, video_index)
         return hidden if self.clip_proj is None else hidden[:, 1:]
 
-    def _one_way(self, video: torch.Tensor, text: torch.Tensor, additive: torch.Tensor,
+    def _one_way(self, video: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, additive: torch.Tensor,
                  video_index: torch.Tensor | None) -> torch.Tensor:
         """Each layer runs the V clips' video positions over themselves, then the B texts' positions over
-        [their clip's video keys ; their own keys]: the single-stream layer with the video-to-text block masked."""
+        [their clip's video keys ; their own keys]: the single-stream layer with the video-to-text block masked.
+
+        The texts' per-token layers run on their real tokens only (padding is a fifth of a QA batch's question
+        positions and a third of a caption batch's); padding positions come out as 0, which nothing reads: they
+        are masked as keys and never pooled."""
+        real = text_mask.flatten().nonzero().squeeze(1)  # (T,): the batch's real text positions in [N * L]
+        tokens = text.flatten(0, 1).index_select(0, real)  # (T, H)
         for layer in self.layers:
             next_video, (video_keys, video_values) = attend(layer, video)
             if video_index is not None:
                 video_keys, video_values = video_keys[video_index], video_values[video_index]
-            text, _ = attend(layer, text, additive, prefix=(video_keys, video_values))
+            tokens = attend_packed(layer, tokens, real, text.shape[:2], additive, (video_keys, video_values))
             video = next_video
+        text = tokens.new_zeros(text.flatten(0, 1).shape).index_copy(0, real, tokens).view(text.shape)
         return torch.cat([video if video_index is None else video[video_index], text], dim=1)
+
+
+def _heads(attention, x: torch.Tensor) -> torch.Tensor:
+    """[N, L, H] -> [N, heads, L, head_dim]."""
+    return x.view(*x.shape[:2], attention.num_attention_heads, -1).transpose(1, 2)
 
 
 def attend(layer: BertLayer, hidden: torch.Tensor, additive: torch.Tensor | None = None,
@@ -113,8 +125,8 @@ def attend(layer: BertLayer, hidden: torch.Tensor, additive: torch.Tensor | None
     """One BertLayer over hidden [N, L, H] whose queries also see `prefix` (keys, values) [N, heads, P, d], with
     its own weights -> (output [N, L, H], (keys, values) of hidden's positions). `additive` masks [prefix ; L]."""
     attention = layer.attention.self
-    split = lambda x: x.view(*x.shape[:2], attention.num_attention_heads, -1).transpose(1, 2)  # noqa: E731
-    query, key, value = split(attention.query(hidden)), split(attention.key(hidden)), split(attention.value(hidden))
+    query, key, value = (_heads(attention, attention.query(hidden)), _heads(attention, attention.key(hidden)),
+                         _heads(attention, attention.value(hidden)))
     own = (key, value)
     if prefix is not None:
         key, value = torch.cat([prefix[0], key], dim=2), torch.cat([prefix[1], value], dim=2)
@@ -123,3 +135,24 @@ def attend(layer: BertLayer, hidden: torch.Tensor, additive: torch.Tensor | None
                                              scale=attention.scaling)
     attended = layer.attention.output(context.transpose(1, 2).flatten(2), hidden)
     return layer.output(layer.intermediate(attended), attended), own
+
+
+def attend_packed(layer: BertLayer, tokens: torch.Tensor, real: torch.Tensor, grid: tuple[int, int],
+                  additive: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """`attend` for texts given as their real tokens [T, H], which sit at flat positions `real` [T] of an
+    [N, L] grid: the per-token products run on the T tokens, only the attention itself on the padded grid."""
+    attention = layer.attention.self
+
+    def padded(x: torch.Tensor) -> torch.Tensor:
+        flat = x.new_zeros((grid[0] * grid[1], x.shape[-1])).index_copy(0, real, x)
+        return _heads(attention, flat.view(*grid, -1))
+
+    query, key, value = (padded(attention.query(tokens)), padded(attention.key(tokens)),
+                         padded(attention.value(tokens)))
+    key, value = torch.cat([prefix[0], key], dim=2), torch.cat([prefix[1], value], dim=2)
+    dropout = attention.dropout.p if attention.training else 0.0
+    context = F.scaled_dot_product_attention(query, key, value, attn_mask=additive, dropout_p=dropout,
+                                             scale=attention.scaling)
+    context = context.transpose(1, 2).flatten(2).flatten(0, 1).index_select(0, real)  # (T, H)
+    attended = layer.attention.output(context, tokens)
+    return layer.output(layer.intermediate(attended), attended)

@@ -240,7 +240,19 @@ def test_one_way_fusion_is_the_single_stream_with_video_to_text_masked_and_share
     fused, pooled = model.fuse(tokens, hidden, text["attention_mask"], video_index=clip_of_text)
     k = model.video_token_shape[0]
     reference = one_way_reference(model, tokens[clip_of_text], hidden, text["attention_mask"])
-    torch.testing.assert_close(fused, reference)
+    real = torch.cat([torch.ones(3, k, dtype=torch.bool), text["attention_mask"].bool()], dim=1)
+    assert not real.all()  # the texts differ in length: some positions are padding
+    torch.testing.assert_close(fused[real], reference[real])
+    assert not fused[~real].any()  # padding runs through no layer and comes out as 0
+    # Running only the real text positions gives every fusion weight the single stream's gradient.
+    model.fuse(tokens, hidden, text["attention_mask"], video_index=clip_of_text)[1].square().sum().backward()
+    packed = {name: p.grad.clone() for name, p in model.fusion.layers.named_parameters()}
+    model.zero_grad()
+    reference = one_way_reference(model, tokens[clip_of_text], hidden, text["attention_mask"])
+    model.pool_text(reference[:, k:], text["attention_mask"]).square().sum().backward()
+    for name, p in model.fusion.layers.named_parameters():
+        torch.testing.assert_close(packed[name], p.grad, msg=name)
+    model.zero_grad()
     torch.testing.assert_close(fused[0, :k], fused[2, :k])  # a clip's video states whatever the text
     # The shared clip gets the gradient the expanded batch gives it.
     live = tokens.clone().requires_grad_(True)
