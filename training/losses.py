@@ -46,8 +46,12 @@ class LossWeights:
 
 
 def _logits(anchor: Tensor, candidates: Tensor, tau: float | Tensor) -> Tensor:
-    """Cosine logits in float32: embeddings are already L2-normalised, so a dot product is the cosine."""
-    return anchor.float() @ candidates.float().T / tau
+    """Cosine logits in float32: embeddings are already L2-normalised, so a dot product is the cosine.
+
+    Autocast is turned off here: under bf16 autocast the product would run in bf16 whatever its inputs, and a
+    bf16 cosine (8 bits of mantissa) scaled by 1/τ = 20 is a logit with noise of about 0.08."""
+    with torch.autocast(anchor.device.type, enabled=False):
+        return anchor.float() @ candidates.float().T / tau
 
 
 def _diagonal_targets(anchor: Tensor, offset: int) -> Tensor:

@@ -167,6 +167,17 @@ def test_half_precision_inputs_give_a_float32_loss():
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
+def test_nce_logits_stay_float32_under_bf16_autocast():
+    # Autocast would run the similarity product in bf16 even on float32 inputs: the losses must not follow it.
+    inputs = [unit(16, 64).float() for _ in range(6)]
+    exact, _ = tri_modal_alignment(*inputs, tau=0.05)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast, _ = tri_modal_alignment(*inputs, tau=0.05)
+        plain = info_nce(inputs[0], inputs[1], 0.05)
+    torch.testing.assert_close(autocast, exact)
+    torch.testing.assert_close(plain, info_nce(inputs[0], inputs[1], 0.05))
+
+
 def test_info_nce_is_the_mean_of_both_directions():
     v, t = unit(7, 8), unit(7, 8)
     expected = 0.5 * (ref_direction(v, t, TAU) + ref_direction(t, v, TAU))
