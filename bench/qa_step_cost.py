@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compare-fusion", action="store_true",
                         help="also time the parts that fuse in the other fusion mode, alternately")
+    parser.add_argument("--compare-precision", action="store_true",
+                        help="also time each part in fp32, under bf16 autocast, and with only the fusion encoder "
+                             "under bf16 autocast, alternately")
     parser.add_argument("--answered-keep", type=float,
                         help="also time the step that skips answered questions with this keep probability")
     parser.add_argument("--answered-p", type=float, default=ANSWERED_P,
@@ -134,6 +137,9 @@ def main() -> None:
         compare_answered_skip(model, batch, tokens, video_index, question_texts, labels, args, step)
     if args.compare_fusion:
         compare_fusion_modes(model, {"questions": questions, "re-rank": rerank, "step": step}, args.repeats)
+    if args.compare_precision:
+        compare_precisions(model, {"video": video, "questions": questions, "re-rank": rerank, "step": step},
+                           args.repeats)
 
 
 def compare_answered_skip(model, batch, tokens, video_index, question_texts, labels, args, full_step) -> None:
@@ -167,6 +173,38 @@ def compare_answered_skip(model, batch, tokens, video_index, question_texts, lab
     print(f"{'step':>10} {full:8.3f} s, with the skip {skipped:8.3f} s: {skipped / full:.2f}x "
           f"(alternating, median of {args.repeats})")
 
+
+def compare_precisions(model, parts: dict, repeats: int) -> None:
+    """Each part in fp32, under bf16 autocast, and with bf16 autocast around the fusion encoder only, in turn."""
+    fusion_forward = model.fusion.forward
+
+    def bf16_fusion(*args, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fusion_forward(*args, **kwargs)
+
+    def in_precision(fn, mode):
+        def run() -> None:
+            if mode == "bf16 fusion":
+                model.fusion.forward = bf16_fusion
+            try:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+                    fn()
+            finally:
+                model.fusion.forward = fusion_forward
+        return run
+
+    for part, fn in parts.items():
+        times = {"fp32": [], "bf16": [], "bf16 fusion": []}
+        for mode in times:
+            in_precision(fn, mode)()  # warm-up
+        for _ in range(repeats):
+            for mode, measured in times.items():
+                start = time.perf_counter()
+                in_precision(fn, mode)()
+                measured.append(time.perf_counter() - start)
+        medians = {mode: statistics.median(measured) for mode, measured in times.items()}
+        print(f"{part:>10} " + ", ".join(f"{mode} {t:.3f} s ({t / medians['fp32']:.2f}x)" for mode, t in medians.items())
+              + f" (in turn, median of {repeats})")
 
 
 def compare_fusion_modes(model, parts: dict, repeats: int) -> None:
