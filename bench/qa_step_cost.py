@@ -159,14 +159,8 @@ def compare_answered_skip(model, batch, tokens, video_index, question_texts, lab
         loss.backward()
         fused.append(float(terms["fused_open"]))
 
-    full_times, skip_times = [], []
-    full_step(), skipping_step()  # warm-up
-    for _ in range(args.repeats):
-        for fn, times in ((full_step, full_times), (skipping_step, skip_times)):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    full, skipped = statistics.median(full_times), statistics.median(skip_times)
+    medians = medians_in_turn({"full": full_step, "skip": skipping_step}, args.repeats)
+    full, skipped = medians["full"], medians["skip"]
     answered = float((answer_p >= args.answered_p).float().mean())
     print(f"answered (p >= {args.answered_p}): {answered:.1%} of the questions; "
           f"--answered-keep {args.answered_keep} fused {statistics.mean(fused):.1%}")
@@ -194,15 +188,8 @@ def compare_precisions(model, parts: dict, repeats: int) -> None:
         return run
 
     for part, fn in parts.items():
-        times = {"fp32": [], "bf16": [], "bf16 fusion": []}
-        for mode in times:
-            in_precision(fn, mode)()  # warm-up
-        for _ in range(repeats):
-            for mode, measured in times.items():
-                start = time.perf_counter()
-                in_precision(fn, mode)()
-                measured.append(time.perf_counter() - start)
-        medians = {mode: statistics.median(measured) for mode, measured in times.items()}
+        medians = medians_in_turn({mode: in_precision(fn, mode) for mode in ("fp32", "bf16", "bf16 fusion")},
+                                  repeats)
         print(f"{part:>10} " + ", ".join(f"{mode} {t:.3f} s ({t / medians['fp32']:.2f}x)" for mode, t in medians.items())
               + f" (in turn, median of {repeats})")
 
@@ -222,17 +209,24 @@ def compare_fusion_modes(model, parts: dict, repeats: int) -> None:
         return run
 
     for part, fn in parts.items():
-        times = {True: [], False: []}
-        for mode in times:
-            in_mode(fn, mode)()  # warm-up
-        for _ in range(repeats):
-            for mode, measured in times.items():
-                start = time.perf_counter()
-                in_mode(fn, mode)()
-                measured.append(time.perf_counter() - start)
-        single, one_way = statistics.median(times[True]), statistics.median(times[False])
+        medians = medians_in_turn({mode: in_mode(fn, mode) for mode in (True, False)}, repeats)
+        single, one_way = medians[True], medians[False]
         print(f"{part:>10} {name[True]} {single:8.3f} s, {name[False]} {one_way:8.3f} s: {one_way / single:.2f}x "
               f"(alternating, median of {repeats}; the checkpoint's own mode: {name[own]})")
+
+
+def medians_in_turn(variants: dict, repeats: int) -> dict:
+    """Median seconds of each variant, one repeat of each in turn, so drift on a shared machine hits all alike."""
+    times = {key: [] for key in variants}
+    for fn in variants.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for key, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(measured) for key, measured in times.items()}
+
 
 if __name__ == "__main__":
     main()
