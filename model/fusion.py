@@ -120,27 +120,23 @@ def _heads(attention, x: torch.Tensor) -> torch.Tensor:
     return x.view(*x.shape[:2], attention.num_attention_heads, -1).transpose(1, 2)
 
 
-def attend(layer: BertLayer, hidden: torch.Tensor, additive: torch.Tensor | None = None,
-           prefix: tuple[torch.Tensor, torch.Tensor] | None = None):
-    """One BertLayer over hidden [N, L, H] whose queries also see `prefix` (keys, values) [N, heads, P, d], with
-    its own weights -> (output [N, L, H], (keys, values) of hidden's positions). `additive` masks [prefix ; L]."""
+def attend(layer: BertLayer, hidden: torch.Tensor):
+    """One BertLayer over hidden [N, L, H] (every position attends to every other), with its own weights ->
+    (output [N, L, H], (keys, values) [N, heads, L, d] of hidden's positions, for the texts to attend to)."""
     attention = layer.attention.self
     query, key, value = (_heads(attention, attention.query(hidden)), _heads(attention, attention.key(hidden)),
                          _heads(attention, attention.value(hidden)))
-    own = (key, value)
-    if prefix is not None:
-        key, value = torch.cat([prefix[0], key], dim=2), torch.cat([prefix[1], value], dim=2)
     dropout = attention.dropout.p if attention.training else 0.0
-    context = F.scaled_dot_product_attention(query, key, value, attn_mask=additive, dropout_p=dropout,
-                                             scale=attention.scaling)
+    context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=attention.scaling)
     attended = layer.attention.output(context.transpose(1, 2).flatten(2), hidden)
-    return layer.output(layer.intermediate(attended), attended), own
+    return layer.output(layer.intermediate(attended), attended), (key, value)
 
 
 def attend_packed(layer: BertLayer, tokens: torch.Tensor, real: torch.Tensor, grid: tuple[int, int],
                   additive: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """`attend` for texts given as their real tokens [T, H], which sit at flat positions `real` [T] of an
-    [N, L] grid: the per-token products run on the T tokens, only the attention itself on the padded grid."""
+    """One BertLayer over texts given as their real tokens [T, H], which sit at flat positions `real` [T] of an
+    [N, L] grid, whose queries also see `prefix` (their clip's video keys, values) [N, heads, P, d]; `additive`
+    masks [prefix ; L]. The per-token products run on the T tokens, only the attention itself on the padded grid."""
     attention = layer.attention.self
 
     def padded(x: torch.Tensor) -> torch.Tensor:
