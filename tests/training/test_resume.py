@@ -1,10 +1,13 @@
 """Resuming from a checkpoint continues with the identical loss sequence (CPU)."""
 
+import copy
 import json
+import math
 
 import pytest
+import torch
 
-from tests.model.helpers import tiny_model
+from tests.model.helpers import deterministic_tiny_model, tiny_model
 from tests.video_factory import write_video
 from training.data import FrameCache, TextCollator, VideoTextDataset, read_jsonl_manifest
 from training.masking import SemanticTextMasker
@@ -28,8 +31,8 @@ def dataset_dir(tmp_path_factory):
 
 
 def make_trainer(dataset_dir, out, max_steps, neighbour_groups=0, max_shift=0, manifest=None, group_key="",
-                 curriculum_steps=0):
-    model = tiny_model()  # dropout and stochastic depth on: the RNG state must be restored too
+                 curriculum_steps=0, precision="auto", model=None):
+    model = model or tiny_model()  # dropout and stochastic depth on: the RNG state must be restored too
     samples = read_jsonl_manifest(manifest or dataset_dir / "train.jsonl", root=dataset_dir)
     cache = FrameCache.build(samples, dataset_dir / "cache.npy", frames=8, size=32, workers=1)
     dataset = VideoTextDataset(samples, model.config.num_frames, model.config.image_size, train=True, cache=cache, seed=3,
@@ -37,7 +40,7 @@ def make_trainer(dataset_dir, out, max_steps, neighbour_groups=0, max_shift=0, m
     masker = SemanticTextMasker(model.tokenizer, max_length=16, seed=3)
     cfg = TrainConfig(out=str(out), batch_size=4, max_steps=max_steps, warmup_steps=2, lr=1e-3, workers=0,
                       save_every=3, log_every=1, seed=3, neighbour_groups=neighbour_groups, group_key=group_key,
-                      curriculum_steps=curriculum_steps, curriculum_fraction=0.5)
+                      curriculum_steps=curriculum_steps, curriculum_fraction=0.5, precision=precision)
     return Trainer(model, CloverObjective(objective_config("clover", matching_pairs=4)), dataset,
                    TextCollator(model.tokenizer, 16, masker), cfg)
 
@@ -94,3 +97,22 @@ def test_group_key_batches_samples_that_share_a_manifest_field(dataset_dir, tmp_
         assert all(batch[k] // 2 == batch[k + 1] // 2 for k in range(0, len(batch), 2))
     with pytest.raises(ValueError, match="no sample of the training data has that field"):
         make_trainer(dataset_dir, tmp_path / "bad", max_steps=1, neighbour_groups=2, group_key="scene_group")
+
+
+def test_bf16_autocast_trains_on_the_cpu_with_float32_weights_and_losses(dataset_dir, tmp_path):
+    # The recipe's `--precision bf16` on a CPU: autocast around each step, weights and optimizer stay float32.
+    torch.manual_seed(0)
+    start = deterministic_tiny_model()
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        trainer = make_trainer(dataset_dir, tmp_path / precision, max_steps=3, precision=precision,
+                               model=copy.deepcopy(start))
+        runs[precision] = (trainer, trainer.train(progress=False))
+    trainer, history = runs["bf16"]
+    assert trainer.amp_dtype == torch.bfloat16 and runs["fp32"][0].amp_dtype is None
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert all(math.isfinite(row["loss"]) for row in history)
+    moved = [not torch.equal(p, q) for p, q in zip(trainer.model.parameters(), start.parameters(), strict=True)]
+    assert sum(moved) > len(moved) // 2
+    # Same weights, same first batch: bf16 changes the first loss by rounding only.
+    assert history[0]["loss"] == pytest.approx(runs["fp32"][1][0]["loss"], rel=0.02)
