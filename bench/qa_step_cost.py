@@ -16,7 +16,9 @@ builds it. Each part runs forward + backward on its own, `--repeats` times, and 
   turn, one repeat of each at a time, so drift on a shared machine hits both alike;
 - with `--compare-fusion`, the questions part, the re-rank part and the step are timed once more with the fusion
   encoder switched to the other mode (single stream / one-way, `FusionConfig.video_attends_text`) on the same
-  weights, alternately with the checkpoint's own mode: the cost of each mode, side by side.
+  weights, alternately with the checkpoint's own mode: the cost of each mode, side by side;
+- with `--compare-precision`, each part in fp32, under bf16 autocast (`--precision bf16`) and with bf16 autocast
+  around the fusion encoder only, in turn.
 """
 
 from __future__ import annotations
