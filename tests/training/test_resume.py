@@ -1,4 +1,5 @@
-"""Resuming from a checkpoint continues with the identical loss sequence (CPU)."""
+"""The Trainer on the CPU: resuming from a checkpoint continues with the identical loss sequence; bf16 autocast
+trains with float32 weights."""
 
 import copy
 import json
